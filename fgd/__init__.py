@@ -1,0 +1,26 @@
+"""fgd: functional gradient descent in JAX.
+
+Data are laid out one column per example: X is (n_x, m), Y is (n_y, m).
+Parameters are pytrees; a loss is a pure `loss(params, X, Y)`; optimizers are
+`init`/`update` pairs; one jit-compiled step updates the parameters.
+"""
+__version__ = "0.1.0"
+
+# --- foundation: models, costs, hand-derived gradients ---------------------
+from fgd.base import Optimizer
+from fgd.activations import ACTIVATIONS
+from fgd.models import MLP
+from fgd.losses import COSTS, make_loss
+from fgd.backprop import backprop, local_gradients
+from fgd.gradcheck import GradCheckReport, check_gradients
+
+__all__ = [
+    "ACTIVATIONS", "COSTS", "GradCheckReport", "MLP", "Optimizer",
+    "backprop", "check_gradients", "local_gradients", "make_loss",
+]
+
+# --- optimizers, transforms, schedules (issue 3) ---------------------------
+
+# --- training: make_step, fit, sweep (issue 4) -----------------------------
+
+# --- data, plots, checkpoint, parallel, conv ------------------------------
