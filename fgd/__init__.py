@@ -8,16 +8,8 @@ __version__ = "0.1.0"
 
 # --- foundation: models, costs, hand-derived gradients ---------------------
 from fgd.base import Optimizer
-from fgd.activations import ACTIVATIONS
-from fgd.models import MLP
-from fgd.losses import COSTS, make_loss
-from fgd.backprop import backprop, local_gradients
-from fgd.gradcheck import GradCheckReport, check_gradients
 
-__all__ = [
-    "ACTIVATIONS", "COSTS", "GradCheckReport", "MLP", "Optimizer",
-    "backprop", "check_gradients", "local_gradients", "make_loss",
-]
+__all__ = ["Optimizer"]
 
 # --- optimizers, transforms, schedules (issue 3) ---------------------------
 
