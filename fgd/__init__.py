@@ -16,3 +16,6 @@ __all__ = ["Optimizer"]
 # --- training: make_step, fit, sweep (issue 4) -----------------------------
 
 # --- data, plots, checkpoint, parallel, conv ------------------------------
+from fgd import data  # plots is imported on its own: matplotlib is optional
+
+__all__ += ["data"]
