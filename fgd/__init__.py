@@ -8,8 +8,15 @@ __version__ = "0.1.0"
 
 # --- foundation: models, costs, hand-derived gradients ---------------------
 from fgd.base import Optimizer
+from fgd.activations import ACTIVATIONS
+from fgd.models import MLP
+from fgd.losses import COSTS, Loss, make_loss
+from fgd.backprop import backprop, local_gradients
 
-__all__ = ["Optimizer"]
+__all__ = [
+    "ACTIVATIONS", "COSTS", "Loss", "MLP", "Optimizer",
+    "backprop", "local_gradients", "make_loss",
+]
 
 # --- optimizers, transforms, schedules (issue 3) ---------------------------
 

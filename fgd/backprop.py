@@ -1,0 +1,134 @@
+"""Hand-derived gradients: the seeds' backward pass, generalised to L layers.
+
+No autodiff here. With the forward pass of `fgd.models` (A[0] = X,
+Z[l] = W[l] A[l-1] + b[l], A[l] = g[l](Z[l])) and a cost J:
+
+Output layer (the local gradient of SEEDS.md section 2, dZ[L] = dJ/dZ[L]):
+
+    canonical pairs (sigmoid + bce, softmax + cross_entropy, identity + sse/mse):
+        dZ[L] = (A[L] - Y) * s                  s = 1 for sse, 1/m otherwise
+    any other pair:
+        dA[L] = dJ/dA[L]                        e.g. (A - Y) * s for sse/mse,
+                                                (-(Y/A) + (1-Y)/(1-A)) / m for bce,
+                                                -(Y/A) / m for cross_entropy
+        dZ[L] = dA[L] * g[L]'(Z[L])             (softmax: A * (dA - sum(dA * A)))
+
+Every layer, l = L, ..., 1 (shapes for m examples):
+
+    dW[l] = dZ[l] A[l-1]^T                      (n[l], n[l-1])
+    db[l] = sum(dZ[l], axis=1, keepdims=True)   (n[l], 1)
+    dZ[l-1] = W[l]^T dZ[l] * g[l-1]'(Z[l-1])    (n[l-1], m)
+
+The seeds write dZ[2] = A[2] - Y and put the 1/m into dW and db; here the 1/m
+of the cost lives in dZ[L], so dZ[l] is exactly dJ/dZ[l] and the two agree.
+
+Penalties add to each weight gradient (never the biases):
+
+    dW[l] += s * (l2 W[l] + l1 sign(W[l]))      (sign(0) = 0)
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fgd import losses, validation
+from fgd.activations import Activation
+
+Array = jax.Array
+
+
+def output_delta(cost: str, act: Activation, Z: Array, A: Array, Y: Array) -> Array:
+    """dZ[L] = dJ/dZ[L] for `cost` after the output activation `act` (n[L], m)."""
+    s = losses.data_scale(cost, Y.shape[-1])
+    if cost in losses.CANONICAL.get(act.name, ()):
+        return (A - Y) * s
+    if cost in ("sse", "mse"):
+        dA = (A - Y) * s
+    elif cost == "bce":
+        dA = (-(Y / A) + (1 - Y) / (1 - A)) * s
+    else:
+        dA = -(Y / A) * s
+    return act.vjp(Z, A, dA)
+
+
+def dense_backward(net: Any, params: list, cache: Any, dZ: Array) -> tuple[list, list]:
+    """The backward pass of an MLP from dZ[L]; returns (grads, [dZ[1], ..., dZ[L]]).
+
+    For l = L..1: dW[l] = dZ[l] A[l-1]^T, db[l] = sum_columns dZ[l], and
+    dZ[l-1] = g[l-1]'(Z[l-1]) * (W[l]^T dZ[l]).
+    """
+    L = len(params)
+    grads, deltas = [None] * L, [None] * L
+    for l in range(L, 0, -1):
+        deltas[l - 1] = dZ
+        grads[l - 1] = {
+            "W": dZ @ cache.A[l - 1].T,                 # (n[l], n[l-1])
+            "b": jnp.sum(dZ, axis=1, keepdims=True),    # (n[l], 1)
+        }
+        if l > 1:
+            dA = params[l - 1]["W"].T @ dZ              # (n[l-1], m)
+            dZ = net.activation(l - 1).vjp(cache.Z[l - 2], cache.A[l - 1], dA)
+    return grads, deltas
+
+
+def add_penalty_grads(grads: Any, params: Any, cost: str, m: int, l2: float, l1: float) -> Any:
+    """dW += s (l2 W + l1 sign(W)) on every leaf under the key "W"."""
+    s = losses.data_scale(cost, m)
+
+    def add(path, g, p):
+        if getattr(path[-1], "key", None) != "W":
+            return g
+        return g + s * (l2 * p + l1 * jnp.sign(p))
+
+    return jax.tree_util.tree_map_with_path(add, grads, params)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _backward(net, cost, l2, l1, params, X, Y):
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    Y = jnp.asarray(Y, dtype)
+    cache = net.forward(params, X)
+    dZ = output_delta(cost, net.output_activation, cache.Z[-1], cache.A[-1], Y)
+    grads, deltas = net.backward(params, cache, dZ)
+    if l2 or l1:
+        grads = add_penalty_grads(grads, params, cost, Y.shape[-1], l2, l1)
+    return grads, deltas
+
+
+def _checked(net, cost, params, X, Y, l2=0.0, l1=0.0):
+    losses.check_cost(cost)
+    if not hasattr(net, "backward"):
+        raise TypeError(f"net must be a model such as fgd.MLP; got {type(net).__name__}")
+    validation.check_params(net, params)
+    X, Y = validation.check_xy(net, X, Y, finite=True)
+    losses.check_targets(cost, Y)
+    return validation.check_nonneg(l2, "l2"), validation.check_nonneg(l1, "l1"), X, Y
+
+
+def backprop(net, cost, params, X, Y, l2: float = 0.0, l1: float = 0.0) -> list:
+    """The gradient of `fgd.make_loss(net, cost, l2, l1)` derived by hand.
+
+    Args:
+      net: the model (e.g. `fgd.MLP`).
+      cost: "sse", "mse", "bce" or "cross_entropy".
+      params: [{"W": (n[l], n[l-1]), "b": (n[l], 1)}, ...]; their dtype is kept.
+      X: (n[0], m) inputs, one column per example.  Y: (n[L], m) targets.
+      l2, l1: penalty strengths (weights only).
+
+    Returns:
+      The gradient, a tree like `params`: dW[l], db[l] as in the module docstring.
+    """
+    l2, l1, X, Y = _checked(net, cost, params, X, Y, l2, l1)
+    return _backward(net, cost, l2, l1, params, X, Y)[0]
+
+
+def local_gradients(net, cost, params, X, Y) -> list:
+    """The local gradients [dZ[1], ..., dZ[L]], dZ[l] = dJ/dZ[l] of shape (n[l], m).
+
+    Penalties do not depend on Z, so they do not enter here.
+    """
+    _, _, X, Y = _checked(net, cost, params, X, Y)
+    return _backward(net, cost, 0.0, 0.0, params, X, Y)[1]
