@@ -24,5 +24,7 @@ __all__ = [
 
 # --- data, plots, checkpoint, parallel, conv ------------------------------
 from fgd import data  # plots is imported on its own: matplotlib is optional
+from fgd import checkpoint
 
 __all__ += ["data"]
+__all__ += ["checkpoint"]

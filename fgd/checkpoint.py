@@ -1,0 +1,477 @@
+"""Safe, atomic checkpoints of pytrees: `save`, `restore`, `CheckpointManager`.
+
+A checkpoint is an ``.npz`` file (a zip archive of ``.npy`` members, stored
+uncompressed) holding one member per leaf, ``leaf_<i>.npy``, and a JSON member,
+``header.json``::
+
+    {"format": "fgd.checkpoint", "version": 1, "treedef": "PyTreeDef(...)",
+     "environment": {"fgd": ..., "jax": ..., "numpy": ..., "x64": ...},
+     "leaves": [{"path": "[0]['W']", "member": "leaf_0.npy", "shape": [8, 3],
+                 "dtype": "float32", "sha256": "..."}, ...],
+     "metadata": {...}}                       # the caller's, JSON only
+
+The load path never unpickles, evals or execs: members are parsed with
+`numpy.lib.format`'s header readers, every header is checked against the
+member's real size before a byte is allocated, and each array's bytes are
+checked against their SHA-256. Dtypes numpy cannot describe (bfloat16, float8)
+are stored as unsigned integers of the same width; typed PRNG keys as their
+`jax.random.key_data`. Anything wrong with a file raises `CheckpointError`
+naming the file and the reason; restoring into a tree of another structure
+raises `CheckpointMismatchError` naming the first leaf that differs.
+
+Writes are atomic: a temp file ``.tmp-fgd-<name>-<random>.part`` in the target
+directory is written, flushed and fsynced, then `os.replace`d onto the final
+name and the directory fsynced, so a crash leaves either the old file or the
+complete new one, never a half-written ``ckpt-*.npz``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = "fgd.checkpoint"
+FORMAT_VERSION = 1
+HEADER_MEMBER = "header.json"
+DEFAULT_MAX_BYTES = 16 * 2**30     # refuse archives whose members exceed this
+TEMP_PREFIX, TEMP_SUFFIX = ".tmp-fgd-", ".part"
+_MAX_HEADER_BYTES = 64 * 2**20
+_MEMBER_RE = re.compile(r"leaf_(0|[1-9][0-9]{0,8})\.npy")
+_CKPT_RE = re.compile(r"ckpt-([0-9]+)\.npz")
+_NATIVE = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+           "uint64", "float16", "float32", "float64", "complex64", "complex128")
+_EXTENDED = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+             "float8_e5m2fnuz", "float8_e4m3b11fnuz", "int4", "uint4")
+# Errors a hostile or damaged file can raise from zipfile/json/numpy parsers.
+_PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError,
+                 ValueError, KeyError, TypeError, OverflowError, RecursionError,
+                 NotImplementedError, UnicodeDecodeError)
+
+
+def _known_dtypes() -> dict[str, np.dtype]:
+    known = {}
+    for name in _NATIVE + _EXTENDED:
+        try:
+            known[name] = jnp.dtype(name)
+        except TypeError:     # an older ml_dtypes without this float8 variant
+            pass
+    return known
+
+
+_DTYPES = _known_dtypes()
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing parts, damaged, hostile or unreadable."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A sound checkpoint whose tree does not match the `like` tree."""
+
+
+class CheckpointWarning(UserWarning):
+    """`CheckpointManager.restore_latest` skipped a damaged checkpoint."""
+
+
+def _fail(path, reason: str, cls=CheckpointError):
+    raise cls(f"checkpoint {os.fspath(path)!r}: {reason}")
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _storage_dtype(name: str) -> np.dtype:
+    """The little-endian dtype a leaf of logical dtype `name` is stored as."""
+    if name.startswith("key<"):
+        return np.dtype("<u4")
+    if name in _NATIVE:
+        return _DTYPES[name].newbyteorder("<")
+    return np.dtype(f"<u{_DTYPES[name].itemsize}")
+
+
+def _describe(keypath, leaf) -> tuple[str, tuple[int, ...]]:
+    """(logical dtype name, shape) of a leaf; TypeError for non-array leaves."""
+    if _is_key(leaf):
+        return str(leaf.dtype), tuple(leaf.shape)
+    if isinstance(leaf, (bool, int, float, complex)):
+        leaf = np.asarray(leaf)
+    if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+        raise TypeError(f"leaf {jax.tree_util.keystr(keypath)}: expected an array "
+                        f"or Python scalar, got {type(leaf).__name__}")
+    name = np.dtype(leaf.dtype).name
+    if name not in _DTYPES:
+        raise TypeError(f"leaf {jax.tree_util.keystr(keypath)}: dtype {name} "
+                        f"cannot be checkpointed; expected one of {sorted(_DTYPES)}")
+    return name, tuple(leaf.shape)
+
+
+def _encode(keypath, leaf) -> tuple[dict, np.ndarray]:
+    """A leaf's header record (without member name) and its stored array."""
+    name, shape = _describe(keypath, leaf)
+    data = np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+    if name not in _NATIVE:
+        data = data.view(_storage_dtype(name))
+    data = np.asarray(data.astype(data.dtype.newbyteorder("<"), copy=False), order="C")
+    record = {"path": jax.tree_util.keystr(keypath), "shape": list(shape),
+              "dtype": name, "sha256": hashlib.sha256(data.data).hexdigest()}
+    return record, data
+
+
+def environment() -> dict:
+    """Versions and the x64 flag, recorded in every header as "environment"."""
+    import fgd    # the package imports this module; its __version__ is set first
+    return {"fgd": fgd.__version__, "jax": jax.__version__, "numpy": np.__version__,
+            "x64": bool(jax.config.jax_enable_x64)}
+
+
+def fingerprint(config) -> str:
+    """SHA-256 (hex) of `config` as canonical JSON; TypeError if not JSON-able."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:       # platforms (Windows) that cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(path, tree, metadata: Optional[dict] = None) -> Path:
+    """Writes `tree` to `path` atomically (temp file, fsync, `os.replace`).
+
+    Args:
+      path: the file to write; its directory must exist. ``.npz`` is advised.
+      tree: a pytree whose leaves are jax/numpy arrays, Python scalars or typed
+        PRNG keys (`jax.random.key`).
+      metadata: a JSON-serialisable dict stored with the arrays.
+
+    Returns:
+      The path written, as a `pathlib.Path`.
+
+    Raises:
+      TypeError: a leaf is not an array of a supported dtype, or `metadata` is
+        not a JSON-serialisable dict.
+    """
+    path = Path(path)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    records, arrays = [], []
+    for i, (keypath, leaf) in enumerate(leaves):
+        record, data = _encode(keypath, leaf)
+        records.append({"member": f"leaf_{i}.npy", **record})
+        arrays.append(data)
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "treedef": str(treedef),
+              "environment": environment(), "leaves": records, "metadata": metadata}
+    try:
+        text = json.dumps(header, indent=1)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"metadata: expected JSON-serialisable values: {err}") from err
+
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}-",
+                               suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                zf.writestr(HEADER_MEMBER, text)
+                for record, data in zip(records, arrays):
+                    with zf.open(record["member"], "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, data, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _check_header(path, header) -> list[dict]:
+    """Validates the header's schema; returns its leaf records."""
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        _fail(path, f"{HEADER_MEMBER} is not an {FORMAT} header")
+    if header.get("version") != FORMAT_VERSION:
+        _fail(path, f"format version {header.get('version')!r}; "
+                    f"this fgd reads version {FORMAT_VERSION}")
+    records = header.get("leaves")
+    if not isinstance(records, list) or not isinstance(header.get("metadata"), dict):
+        _fail(path, f"{HEADER_MEMBER} lacks a 'leaves' list or a 'metadata' dict")
+    for i, rec in enumerate(records):
+        ok = (isinstance(rec, dict) and isinstance(rec.get("path"), str)
+              and rec.get("member") == f"leaf_{i}.npy"
+              and isinstance(rec.get("dtype"), str)
+              and (rec["dtype"] in _DTYPES or re.fullmatch(r"key<\w+>", rec["dtype"]))
+              and isinstance(rec.get("shape"), list)
+              and all(type(n) is int and n >= 0 for n in rec["shape"])
+              and isinstance(rec.get("sha256"), str)
+              and re.fullmatch(r"[0-9a-f]{64}", rec["sha256"]))
+        if not ok:
+            _fail(path, f"{HEADER_MEMBER}: malformed record for leaf {i}: {rec!r:.200}")
+    return records
+
+
+def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
+    """Opens the archive and checks members and header; arrays are not read."""
+    size = os.stat(path).st_size      # FileNotFoundError for a missing file
+    try:
+        zf = zipfile.ZipFile(path)
+    except _PARSE_ERRORS as err:
+        _fail(path, f"not a readable npz archive (truncated, or not a zip "
+                    f"file; pickles are never loaded): {err}")
+    try:
+        infos = zf.infolist()
+        names = [info.filename for info in infos]
+        for name in names:
+            if name.startswith("/") or "\\" in name or ".." in name.split("/"):
+                _fail(path, f"unsafe member name {name!r}")
+            if name != HEADER_MEMBER and not _MEMBER_RE.fullmatch(name):
+                _fail(path, f"unexpected member {name!r}")
+        if len(set(names)) != len(names):
+            _fail(path, "duplicate member names")
+        total = 0
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                _fail(path, f"member {info.filename!r} is compressed or encrypted")
+            total += info.file_size
+        if total > min(max_bytes, size):
+            _fail(path, f"members claim {total} bytes; the file has {size} and "
+                        f"the limit is max_bytes={max_bytes}")
+        if HEADER_MEMBER not in names:
+            _fail(path, f"no {HEADER_MEMBER} member")
+        if zf.getinfo(HEADER_MEMBER).file_size > _MAX_HEADER_BYTES:
+            _fail(path, f"{HEADER_MEMBER} exceeds {_MAX_HEADER_BYTES} bytes")
+        try:
+            header = json.loads(zf.read(HEADER_MEMBER).decode("utf-8"))
+        except _PARSE_ERRORS as err:
+            _fail(path, f"{HEADER_MEMBER} is damaged: {err}")
+        records = _check_header(path, header)
+        expected = {HEADER_MEMBER} | {rec["member"] for rec in records}
+        if set(names) != expected:
+            extra, missing = set(names) - expected, expected - set(names)
+            _fail(path, f"members do not match the header: unexpected "
+                        f"{sorted(extra)}, missing {sorted(missing)}")
+        return zf, header
+    except BaseException:
+        zf.close()
+        raise
+
+
+def _read_member(path, zf: zipfile.ZipFile, rec: dict) -> np.ndarray:
+    """Reads one leaf's stored array after checking its npy header and size."""
+    member, dtype = rec["member"], _storage_dtype(rec["dtype"])
+    info = zf.getinfo(member)
+    try:
+        with zf.open(info) as fp:
+            version = np.lib.format.read_magic(fp)
+            if version not in ((1, 0), (2, 0)):
+                _fail(path, f"{member}: unsupported npy version {version}")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, stored = read_header(fp)
+            if stored.hasobject:
+                _fail(path, f"{member}: object array refused (it would need pickle)")
+            key_ok = rec["dtype"].startswith("key<") and len(shape) == len(rec["shape"]) + 1
+            if stored != dtype or fortran_order or not (
+                    list(shape) == rec["shape"] or key_ok and list(shape[:-1]) == rec["shape"]):
+                _fail(path, f"{member}: npy header {stored.str}{list(shape)} does not "
+                            f"match the record {rec['dtype']}{rec['shape']}")
+            nbytes, offset = math.prod(shape) * stored.itemsize, fp.tell()
+            if offset + nbytes != info.file_size:
+                _fail(path, f"{member}: npy header claims shape {tuple(shape)} "
+                            f"({nbytes} bytes) but the member holds "
+                            f"{info.file_size - offset} bytes")
+            data = fp.read(nbytes)
+    except zipfile.BadZipFile as err:
+        _fail(path, f"{member}: checksum mismatch (zip CRC-32): {err}")
+    except CheckpointError:
+        raise
+    except _PARSE_ERRORS as err:
+        _fail(path, f"{member}: damaged npy member: {err}")
+    if len(data) != nbytes:
+        _fail(path, f"{member}: truncated ({len(data)} of {nbytes} bytes)")
+    if hashlib.sha256(data).hexdigest() != rec["sha256"]:
+        _fail(path, f"{member} ({rec['path']}): SHA-256 checksum mismatch")
+    return np.frombuffer(data, stored).reshape(shape)
+
+
+def _match(path, records: list[dict], like_leaves: list) -> None:
+    """Refuses a `like` tree whose paths, shapes or dtypes differ from the file."""
+    for i in range(max(len(records), len(like_leaves))):
+        if i >= len(records) or i >= len(like_leaves):
+            where = (f"`like` has leaf {jax.tree_util.keystr(like_leaves[i][0])}"
+                     if i < len(like_leaves) else f"the file has leaf {records[i]['path']}")
+            _fail(path, f"{where} beyond the other's {min(len(records), len(like_leaves))} "
+                        f"leaves", CheckpointMismatchError)
+        keypath, leaf = like_leaves[i]
+        rec, want = records[i], jax.tree_util.keystr(keypath)
+        dtype, shape = _describe(keypath, leaf)
+        if rec["path"] != want:
+            _fail(path, f"leaf {i}: `like` has path {want}, the file has {rec['path']}",
+                  CheckpointMismatchError)
+        if (dtype, list(shape)) != (rec["dtype"], rec["shape"]):
+            _fail(path, f"leaf {want}: `like` expects {dtype}{list(shape)}, the file "
+                        f"holds {rec['dtype']}{rec['shape']}", CheckpointMismatchError)
+        if (not jax.config.jax_enable_x64 and not isinstance(leaf, (bool, int, float, complex))
+                and not _is_key(leaf) and _DTYPES[dtype].itemsize == 8):
+            _fail(path, f"leaf {want}: {dtype} needs jax_enable_x64",
+                  CheckpointMismatchError)
+
+
+def _decode(rec: dict, data: np.ndarray, leaf):
+    """The restored leaf: a jax array (keys rewrapped) or a Python scalar."""
+    if isinstance(leaf, (bool, int, float, complex)):
+        return type(leaf)(data.item())
+    if _is_key(leaf):
+        value = jax.random.wrap_key_data(jnp.asarray(data.astype(np.uint32)),
+                                         impl=jax.random.key_impl(leaf))
+    else:
+        native = data.astype(data.dtype.newbyteorder("="), copy=False)
+        value = native.view(_DTYPES[rec["dtype"]])
+    sharding = getattr(leaf, "sharding", None)
+    return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
+
+
+def load(path, like, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Any, dict]:
+    """Like `restore`, but returns ``(tree, metadata)`` read in one pass."""
+    like_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    zf, header = _open(path, max_bytes)
+    with zf:
+        records = header["leaves"]
+        _match(path, records, like_leaves)
+        values = [_decode(rec, _read_member(path, zf, rec), leaf)
+                  for rec, (_, leaf) in zip(records, like_leaves)]
+    return jax.tree_util.tree_unflatten(treedef, values), header["metadata"]
+
+
+def restore(path, like, *, max_bytes: int = DEFAULT_MAX_BYTES):
+    """Reads the checkpoint at `path` into the structure of `like`.
+
+    Args:
+      path: a file written by `save`.
+      like: a pytree of the expected structure; its leaves give the expected
+        shape and dtype (arrays, `jax.ShapeDtypeStruct`, Python scalars, typed
+        keys, whose impl is used to rewrap the stored key data).
+      max_bytes: refuse archives whose members total more than this.
+
+    Returns:
+      A tree with `like`'s structure holding the stored values: jax arrays of
+      the stored dtype (placed with `like`'s sharding where it has one); Python
+      scalar leaves come back as Python scalars of the same type.
+
+    Raises:
+      CheckpointError: the file is truncated, damaged (checksum), hostile
+        (pickle, object arrays, forged shapes, unexpected members) or too big.
+      CheckpointMismatchError: the file's tree differs from `like`; the message
+        names the first leaf path and the expected vs stored dtype and shape.
+    """
+    return load(path, like, max_bytes=max_bytes)[0]
+
+
+def read_header(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """The validated JSON header (format, environment, leaves, metadata)."""
+    zf, header = _open(path, max_bytes)
+    zf.close()
+    return header
+
+
+def read_metadata(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """The `metadata` dict given to `save`; arrays are not read or verified."""
+    return read_header(path, max_bytes=max_bytes)["metadata"]
+
+
+class CheckpointManager:
+    """Numbered checkpoints ``ckpt-<step>.npz`` in one directory, last `keep` kept.
+
+    One writer per directory: construction deletes the temp files a crashed
+    writer left behind (``.tmp-fgd-*.part``), which are never read.
+
+    Args:
+      directory: created if missing.
+      keep: how many of the newest checkpoints to keep (None keeps all).
+      max_bytes: passed to `restore`.
+    """
+
+    def __init__(self, directory, keep: Optional[int] = 3, *,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
+                                 or keep < 1):
+            raise ValueError(f"keep: expected a positive int or None, got {keep!r}")
+        self._directory, self._keep, self._max_bytes = Path(directory), keep, max_bytes
+        self._directory.mkdir(parents=True, exist_ok=True)
+        for entry in self._directory.iterdir():
+            if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX):
+                entry.unlink(missing_ok=True)
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    @property
+    def keep(self) -> Optional[int]:
+        return self._keep
+
+    def path(self, step: int) -> Path:
+        """The file name for `step`: ``<directory>/ckpt-<step>.npz``."""
+        return self._directory / f"ckpt-{step}.npz"
+
+    def steps(self) -> list[int]:
+        """Steps of the checkpoints present, oldest first."""
+        return sorted(int(m.group(1)) for entry in self._directory.iterdir()
+                      if (m := _CKPT_RE.fullmatch(entry.name)))
+
+    def save(self, step: int, tree, metadata: Optional[dict] = None) -> Path:
+        """Saves `tree` as step `step` (also stored as metadata["step"]), then
+        deletes all but the newest `keep` checkpoints (never the one just saved)."""
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step: expected a non-negative int, got {step!r}")
+        step = int(step)
+        path = save(self.path(step), tree, {**(metadata or {}), "step": step})
+        if self._keep is not None:
+            for old in self.steps()[:-self._keep]:
+                if old != step:
+                    self.path(old).unlink(missing_ok=True)
+            _fsync_dir(self._directory)
+        return path
+
+    def restore_latest(self, like) -> Optional[tuple[Any, dict]]:
+        """``(tree, metadata)`` of the newest checkpoint that loads, or None.
+
+        A damaged checkpoint is renamed ``<name>.corrupt`` (so it is neither
+        retried nor counted by `keep`) with a `CheckpointWarning` naming the
+        file and why, and the previous one is tried.
+
+        Raises:
+          CheckpointMismatchError: a sound checkpoint does not match `like`
+            (another model or optimizer); older ones are not tried.
+        """
+        for step in reversed(self.steps()):
+            path = self.path(step)
+            try:
+                return load(path, like, max_bytes=self._max_bytes)
+            except CheckpointMismatchError:
+                raise
+            except CheckpointError as err:
+                os.replace(path, path.with_name(path.name + ".corrupt"))
+                warnings.warn(f"{err}; renamed it {path.name}.corrupt and trying the "
+                              f"previous checkpoint", CheckpointWarning, stacklevel=2)
+        return None
