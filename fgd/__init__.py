@@ -12,10 +12,11 @@ from fgd.activations import ACTIVATIONS
 from fgd.models import MLP
 from fgd.losses import COSTS, Loss, make_loss
 from fgd.backprop import backprop, local_gradients
+from fgd.gradcheck import GradCheckReport, check_gradients
 
 __all__ = [
-    "ACTIVATIONS", "COSTS", "Loss", "MLP", "Optimizer",
-    "backprop", "local_gradients", "make_loss",
+    "ACTIVATIONS", "COSTS", "GradCheckReport", "Loss", "MLP", "Optimizer",
+    "backprop", "check_gradients", "local_gradients", "make_loss",
 ]
 
 # --- optimizers, transforms, schedules (issue 3) ---------------------------
