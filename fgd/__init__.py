@@ -20,6 +20,15 @@ __all__ = [
 ]
 
 # --- optimizers, transforms, schedules (issue 3) ---------------------------
+from fgd import schedules
+from fgd.optimizers import adagrad, adam, adamw, current_lr, rmsprop, sgd
+from fgd.transforms import (adaptive_lr, add_decayed_weights, apply_if_finite, chain,
+                            clip_by_global_norm, clip_by_value, weights_only)
+from fgd.tree import apply_updates, global_norm
+
+__all__ += ["schedules", "sgd", "adagrad", "rmsprop", "adam", "adamw", "current_lr",
+            "chain", "clip_by_value", "clip_by_global_norm", "add_decayed_weights",
+            "apply_if_finite", "adaptive_lr", "weights_only", "apply_updates", "global_norm"]
 
 # --- training: make_step, fit, sweep (issue 4) -----------------------------
 
