@@ -1,8 +1,7 @@
 """Safe, atomic checkpoints of pytrees: `save`, `restore`, `CheckpointManager`.
 
-A checkpoint is an ``.npz`` file (a zip archive of ``.npy`` members, stored
-uncompressed) holding one member per leaf, ``leaf_<i>.npy``, and a JSON member,
-``header.json``::
+A checkpoint is an ``.npz`` file (an uncompressed zip of ``.npy`` members), one
+member ``leaf_<i>.npy`` per leaf plus ``header.json``::
 
     {"format": "fgd.checkpoint", "version": 1, "treedef": "PyTreeDef(...)",
      "environment": {"fgd": ..., "jax": ..., "numpy": ..., "x64": ...},
@@ -10,19 +9,16 @@ uncompressed) holding one member per leaf, ``leaf_<i>.npy``, and a JSON member,
                  "dtype": "float32", "sha256": "..."}, ...],
      "metadata": {...}}                       # the caller's, JSON only
 
-The load path never unpickles, evals or execs: members are parsed with
-`numpy.lib.format`'s header readers, every header is checked against the
-member's real size before a byte is allocated, and each array's bytes are
-checked against their SHA-256. Dtypes numpy cannot describe (bfloat16, float8)
-are stored as unsigned integers of the same width; typed PRNG keys as their
-`jax.random.key_data`. Anything wrong with a file raises `CheckpointError`
-naming the file and the reason; restoring into a tree of another structure
-raises `CheckpointMismatchError` naming the first leaf that differs.
+Loading never unpickles, evals or execs: each npy header is parsed by
+`numpy.lib.format` and checked against the member's real size before anything
+is allocated, then the bytes against their SHA-256. bfloat16/float8 leaves are
+stored as same-width unsigned ints, typed PRNG keys as `jax.random.key_data`.
+A bad file raises `CheckpointError` (file and reason); a `like` tree of
+another structure raises `CheckpointMismatchError` (first differing leaf).
 
-Writes are atomic: a temp file ``.tmp-fgd-<name>-<random>.part`` in the target
-directory is written, flushed and fsynced, then `os.replace`d onto the final
-name and the directory fsynced, so a crash leaves either the old file or the
-complete new one, never a half-written ``ckpt-*.npz``.
+Writes are atomic: ``.tmp-fgd-<name>-<random>.part`` in the same directory is
+written, fsynced and `os.replace`d onto the name, then the directory fsynced:
+a crash never leaves a half-written ``ckpt-*.npz``.
 """
 from __future__ import annotations
 
@@ -40,6 +36,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import keystr
 
 FORMAT = "fgd.checkpoint"
 FORMAT_VERSION = 1
@@ -48,28 +45,16 @@ DEFAULT_MAX_BYTES = 16 * 2**30     # refuse archives whose members exceed this
 TEMP_PREFIX, TEMP_SUFFIX = ".tmp-fgd-", ".part"
 _MAX_HEADER_BYTES = 64 * 2**20
 _MEMBER_RE = re.compile(r"leaf_(0|[1-9][0-9]{0,8})\.npy")
-_CKPT_RE = re.compile(r"ckpt-([0-9]+)\.npz")
+_CKPT_RE = re.compile(r"ckpt-(0|[1-9][0-9]*)\.npz")     # canonical names only
 _NATIVE = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
            "uint64", "float16", "float32", "float64", "complex64", "complex128")
 _EXTENDED = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
              "float8_e5m2fnuz", "float8_e4m3b11fnuz", "int4", "uint4")
-# Errors a hostile or damaged file can raise from zipfile/json/numpy parsers.
-_PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError,
-                 ValueError, KeyError, TypeError, OverflowError, RecursionError,
-                 NotImplementedError, UnicodeDecodeError)
-
-
-def _known_dtypes() -> dict[str, np.dtype]:
-    known = {}
-    for name in _NATIVE + _EXTENDED:
-        try:
-            known[name] = jnp.dtype(name)
-        except TypeError:     # an older ml_dtypes without this float8 variant
-            pass
-    return known
-
-
-_DTYPES = _known_dtypes()
+_DTYPES = {n: np.dtype(getattr(jnp, n)) for n in _NATIVE + _EXTENDED
+           if hasattr(jnp, n)}                     # older jax lacks some float8s
+# What zipfile/json/numpy parsers raise on a hostile or damaged file.
+_PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+                 KeyError, TypeError, OverflowError, RecursionError, NotImplementedError)
 
 
 class CheckpointError(ValueError):
@@ -107,13 +92,11 @@ def _describe(keypath, leaf) -> tuple[str, tuple[int, ...]]:
         return str(leaf.dtype), tuple(leaf.shape)
     if isinstance(leaf, (bool, int, float, complex)):
         leaf = np.asarray(leaf)
-    if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
-        raise TypeError(f"leaf {jax.tree_util.keystr(keypath)}: expected an array "
-                        f"or Python scalar, got {type(leaf).__name__}")
-    name = np.dtype(leaf.dtype).name
-    if name not in _DTYPES:
-        raise TypeError(f"leaf {jax.tree_util.keystr(keypath)}: dtype {name} "
-                        f"cannot be checkpointed; expected one of {sorted(_DTYPES)}")
+    name = np.dtype(leaf.dtype).name if hasattr(leaf, "dtype") else None
+    if name not in _DTYPES or not hasattr(leaf, "shape"):
+        raise TypeError(f"leaf {keystr(keypath)}: expected an array of one of "
+                        f"{sorted(_DTYPES)} or a Python scalar, got {type(leaf).__name__} "
+                        f"(dtype {name})")
     return name, tuple(leaf.shape)
 
 
@@ -124,7 +107,7 @@ def _encode(keypath, leaf) -> tuple[dict, np.ndarray]:
     if name not in _NATIVE:
         data = data.view(_storage_dtype(name))
     data = np.asarray(data.astype(data.dtype.newbyteorder("<"), copy=False), order="C")
-    record = {"path": jax.tree_util.keystr(keypath), "shape": list(shape),
+    record = {"path": keystr(keypath), "shape": list(shape),
               "dtype": name, "sha256": hashlib.sha256(data.data).hexdigest()}
     return record, data
 
@@ -143,14 +126,12 @@ def fingerprint(config) -> str:
 
 
 def _fsync_dir(directory: Path) -> None:
-    try:
+    if os.name == "posix":      # Windows cannot open a directory to fsync it
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:       # platforms (Windows) that cannot open a directory
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save(path, tree, metadata: Optional[dict] = None) -> Path:
@@ -163,36 +144,29 @@ def save(path, tree, metadata: Optional[dict] = None) -> Path:
       metadata: a JSON-serialisable dict stored with the arrays.
 
     Returns:
-      The path written, as a `pathlib.Path`.
-
-    Raises:
-      TypeError: a leaf is not an array of a supported dtype, or `metadata` is
-        not a JSON-serialisable dict.
+      The path written. Raises TypeError (nothing written) for a leaf of an
+      unsupported kind or dtype, or `metadata` that is not a JSON-able dict.
     """
     path = Path(path)
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    records, arrays = [], []
-    for i, (keypath, leaf) in enumerate(leaves):
-        record, data = _encode(keypath, leaf)
-        records.append({"member": f"leaf_{i}.npy", **record})
-        arrays.append(data)
+    encoded = [_encode(keypath, leaf) for keypath, leaf in leaves]
+    records = [{"member": f"leaf_{i}.npy", **rec} for i, (rec, _) in enumerate(encoded)]
     header = {"format": FORMAT, "version": FORMAT_VERSION, "treedef": str(treedef),
               "environment": environment(), "leaves": records, "metadata": metadata}
     try:
         text = json.dumps(header, indent=1)
     except (TypeError, ValueError) as err:
         raise TypeError(f"metadata: expected JSON-serialisable values: {err}") from err
-
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}-",
                                suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                 zf.writestr(HEADER_MEMBER, text)
-                for record, data in zip(records, arrays):
+                for record, (_, data) in zip(records, encoded):
                     with zf.open(record["member"], "w", force_zip64=True) as member:
                         np.lib.format.write_array(member, data, allow_pickle=False)
             f.flush()
@@ -211,8 +185,7 @@ def _check_header(path, header) -> list[dict]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         _fail(path, f"{HEADER_MEMBER} is not an {FORMAT} header")
     if header.get("version") != FORMAT_VERSION:
-        _fail(path, f"format version {header.get('version')!r}; "
-                    f"this fgd reads version {FORMAT_VERSION}")
+        _fail(path, f"format version {header.get('version')!r}, expected {FORMAT_VERSION}")
     records = header.get("leaves")
     if not isinstance(records, list) or not isinstance(header.get("metadata"), dict):
         _fail(path, f"{HEADER_MEMBER} lacks a 'leaves' list or a 'metadata' dict")
@@ -239,27 +212,22 @@ def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
         _fail(path, f"not a readable npz archive (truncated, or not a zip "
                     f"file; pickles are never loaded): {err}")
     try:
-        infos = zf.infolist()
-        names = [info.filename for info in infos]
-        for name in names:
+        names, total = zf.namelist(), 0
+        for info in zf.infolist():
+            name = info.filename
             if name.startswith("/") or "\\" in name or ".." in name.split("/"):
                 _fail(path, f"unsafe member name {name!r}")
             if name != HEADER_MEMBER and not _MEMBER_RE.fullmatch(name):
                 _fail(path, f"unexpected member {name!r}")
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                _fail(path, f"member {name!r} is compressed or encrypted")
+            total += info.file_size
         if len(set(names)) != len(names):
             _fail(path, "duplicate member names")
-        total = 0
-        for info in infos:
-            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-                _fail(path, f"member {info.filename!r} is compressed or encrypted")
-            total += info.file_size
         if total > min(max_bytes, size):
-            _fail(path, f"members claim {total} bytes; the file has {size} and "
-                        f"the limit is max_bytes={max_bytes}")
-        if HEADER_MEMBER not in names:
-            _fail(path, f"no {HEADER_MEMBER} member")
-        if zf.getinfo(HEADER_MEMBER).file_size > _MAX_HEADER_BYTES:
-            _fail(path, f"{HEADER_MEMBER} exceeds {_MAX_HEADER_BYTES} bytes")
+            _fail(path, f"members claim {total} bytes; file {size}, max_bytes={max_bytes}")
+        if HEADER_MEMBER not in names or zf.getinfo(HEADER_MEMBER).file_size > _MAX_HEADER_BYTES:
+            _fail(path, f"no {HEADER_MEMBER} member of at most {_MAX_HEADER_BYTES} bytes")
         try:
             header = json.loads(zf.read(HEADER_MEMBER).decode("utf-8"))
         except _PARSE_ERRORS as err:
@@ -267,9 +235,8 @@ def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
         records = _check_header(path, header)
         expected = {HEADER_MEMBER} | {rec["member"] for rec in records}
         if set(names) != expected:
-            extra, missing = set(names) - expected, expected - set(names)
             _fail(path, f"members do not match the header: unexpected "
-                        f"{sorted(extra)}, missing {sorted(missing)}")
+                        f"{sorted(set(names) - expected)}, missing {sorted(expected - set(names))}")
         return zf, header
     except BaseException:
         zf.close()
@@ -285,9 +252,9 @@ def _read_member(path, zf: zipfile.ZipFile, rec: dict) -> np.ndarray:
             version = np.lib.format.read_magic(fp)
             if version not in ((1, 0), (2, 0)):
                 _fail(path, f"{member}: unsupported npy version {version}")
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran_order, stored = read_header(fp)
+            shape, fortran_order, stored = (
+                np.lib.format.read_array_header_1_0(fp) if version == (1, 0)
+                else np.lib.format.read_array_header_2_0(fp))
             if stored.hasobject:
                 _fail(path, f"{member}: object array refused (it would need pickle)")
             key_ok = rec["dtype"].startswith("key<") and len(shape) == len(rec["shape"]) + 1
@@ -297,9 +264,8 @@ def _read_member(path, zf: zipfile.ZipFile, rec: dict) -> np.ndarray:
                             f"match the record {rec['dtype']}{rec['shape']}")
             nbytes, offset = math.prod(shape) * stored.itemsize, fp.tell()
             if offset + nbytes != info.file_size:
-                _fail(path, f"{member}: npy header claims shape {tuple(shape)} "
-                            f"({nbytes} bytes) but the member holds "
-                            f"{info.file_size - offset} bytes")
+                _fail(path, f"{member}: npy header claims shape {tuple(shape)} ({nbytes} "
+                            f"bytes) but the member holds {info.file_size - offset}")
             data = fp.read(nbytes)
     except zipfile.BadZipFile as err:
         _fail(path, f"{member}: checksum mismatch (zip CRC-32): {err}")
@@ -316,25 +282,22 @@ def _read_member(path, zf: zipfile.ZipFile, rec: dict) -> np.ndarray:
 
 def _match(path, records: list[dict], like_leaves: list) -> None:
     """Refuses a `like` tree whose paths, shapes or dtypes differ from the file."""
-    for i in range(max(len(records), len(like_leaves))):
-        if i >= len(records) or i >= len(like_leaves):
-            where = (f"`like` has leaf {jax.tree_util.keystr(like_leaves[i][0])}"
-                     if i < len(like_leaves) else f"the file has leaf {records[i]['path']}")
-            _fail(path, f"{where} beyond the other's {min(len(records), len(like_leaves))} "
-                        f"leaves", CheckpointMismatchError)
-        keypath, leaf = like_leaves[i]
-        rec, want = records[i], jax.tree_util.keystr(keypath)
-        dtype, shape = _describe(keypath, leaf)
+    for i, (rec, (keypath, leaf)) in enumerate(zip(records, like_leaves)):
+        want, (dtype, shape) = keystr(keypath), _describe(keypath, leaf)
         if rec["path"] != want:
             _fail(path, f"leaf {i}: `like` has path {want}, the file has {rec['path']}",
                   CheckpointMismatchError)
         if (dtype, list(shape)) != (rec["dtype"], rec["shape"]):
             _fail(path, f"leaf {want}: `like` expects {dtype}{list(shape)}, the file "
                         f"holds {rec['dtype']}{rec['shape']}", CheckpointMismatchError)
-        if (not jax.config.jax_enable_x64 and not isinstance(leaf, (bool, int, float, complex))
-                and not _is_key(leaf) and _DTYPES[dtype].itemsize == 8):
-            _fail(path, f"leaf {want}: {dtype} needs jax_enable_x64",
-                  CheckpointMismatchError)
+        if (not isinstance(leaf, (bool, int, float, complex)) and not _is_key(leaf)
+                and jax.dtypes.canonicalize_dtype(_DTYPES[dtype]) != _DTYPES[dtype]):
+            _fail(path, f"leaf {want}: {dtype} needs jax_enable_x64", CheckpointMismatchError)
+    n = min(len(records), len(like_leaves))
+    if len(records) != len(like_leaves):
+        extra = (f"`like` has extra leaf {keystr(like_leaves[n][0])}" if n < len(like_leaves)
+                 else f"the file has extra leaf {records[n]['path']}")
+        _fail(path, f"{extra} after {n} matching leaves", CheckpointMismatchError)
 
 
 def _decode(rec: dict, data: np.ndarray, leaf):
@@ -390,8 +353,8 @@ def restore(path, like, *, max_bytes: int = DEFAULT_MAX_BYTES):
 def read_header(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
     """The validated JSON header (format, environment, leaves, metadata)."""
     zf, header = _open(path, max_bytes)
-    zf.close()
-    return header
+    with zf:
+        return header
 
 
 def read_metadata(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
@@ -413,30 +376,21 @@ class CheckpointManager:
 
     def __init__(self, directory, keep: Optional[int] = 3, *,
                  max_bytes: int = DEFAULT_MAX_BYTES):
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
-                                 or keep < 1):
+        if keep is not None and (type(keep) is not int or keep < 1):
             raise ValueError(f"keep: expected a positive int or None, got {keep!r}")
-        self._directory, self._keep, self._max_bytes = Path(directory), keep, max_bytes
-        self._directory.mkdir(parents=True, exist_ok=True)
-        for entry in self._directory.iterdir():
+        self.directory, self.keep, self.max_bytes = Path(directory), keep, max_bytes
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for entry in self.directory.iterdir():
             if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX):
                 entry.unlink(missing_ok=True)
 
-    @property
-    def directory(self) -> Path:
-        return self._directory
-
-    @property
-    def keep(self) -> Optional[int]:
-        return self._keep
-
     def path(self, step: int) -> Path:
         """The file name for `step`: ``<directory>/ckpt-<step>.npz``."""
-        return self._directory / f"ckpt-{step}.npz"
+        return self.directory / f"ckpt-{step}.npz"
 
     def steps(self) -> list[int]:
         """Steps of the checkpoints present, oldest first."""
-        return sorted(int(m.group(1)) for entry in self._directory.iterdir()
+        return sorted(int(m.group(1)) for entry in self.directory.iterdir()
                       if (m := _CKPT_RE.fullmatch(entry.name)))
 
     def save(self, step: int, tree, metadata: Optional[dict] = None) -> Path:
@@ -446,11 +400,11 @@ class CheckpointManager:
             raise ValueError(f"step: expected a non-negative int, got {step!r}")
         step = int(step)
         path = save(self.path(step), tree, {**(metadata or {}), "step": step})
-        if self._keep is not None:
-            for old in self.steps()[:-self._keep]:
+        if self.keep is not None:
+            for old in self.steps()[:-self.keep]:
                 if old != step:
                     self.path(old).unlink(missing_ok=True)
-            _fsync_dir(self._directory)
+            _fsync_dir(self.directory)
         return path
 
     def restore_latest(self, like) -> Optional[tuple[Any, dict]]:
@@ -467,7 +421,7 @@ class CheckpointManager:
         for step in reversed(self.steps()):
             path = self.path(step)
             try:
-                return load(path, like, max_bytes=self._max_bytes)
+                return load(path, like, max_bytes=self.max_bytes)
             except CheckpointMismatchError:
                 raise
             except CheckpointError as err:
