@@ -1,0 +1,4 @@
+"""`python -m fgd`: see fgd.cli."""
+from fgd.cli import main
+
+raise SystemExit(main())
