@@ -38,3 +38,5 @@ from fgd import checkpoint
 
 __all__ += ["data"]
 __all__ += ["checkpoint"]
+from fgd.conv import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
+__all__ += ["CNN", "Conv", "MaxPool", "AvgPool", "Flatten", "Dense"]

@@ -1,0 +1,517 @@
+"""Convolutional networks with hand-derived gradients.
+
+A `CNN` is a frozen description (input shape, a tuple of layers, activations)
+plus a pytree of parameters, following the model protocol of `fgd.MLP`, so
+`make_loss`, `backprop`, `check_gradients`, `make_step` and `fit` take it as
+they take an MLP. Images are `(C, H, W, m)`, examples last (API.md); inside,
+convolutions and pooling run on `(m, H, W, C)` ("NHWC", the layout XLA's CPU
+and GPU convolutions like) and flattening goes back to the public order, so
+`Flatten` gives the `(C*H*W, m)` columns of `X.reshape(C*H*W, m)`.
+
+Layers and parameters (one dict per layer, `{}` for the parameter-free ones):
+
+    Conv(F, k, stride=s, padding)  W: (F, C, kh, kw)   b: (F,)
+    MaxPool(p, stride=q), AvgPool  {}
+    Flatten()                      {}
+    Dense(n)                       W: (n, n_prev)      b: (n, 1)
+
+Forward pass of a convolution, one example, for output channel o at output
+position (y, x), with the input A zero-padded by (pt, pl) at the top/left:
+
+    Z[o, y, x] = b[o] + sum_{i, u, v} W[o, i, u, v] A[i, s y + u - pt, s x + v - pl]
+    output size Ho = floor((H + pt + pb - kh) / s) + 1
+    'valid': pt = pb = 0;  'same': Ho = ceil(H / s), pt + pb = max((Ho-1) s + kh - H, 0),
+    pt = (pt + pb) // 2 (the extra row goes to the bottom, as in TensorFlow)
+
+Backward pass from dZ = dJ/dZ, shape (m, Ho, Wo, F) (the derivation is the chain
+rule on the sum above; each input and weight appears once per output it feeds):
+
+    db[o]          = sum_{n, y, x} dZ[n, y, x, o]                              (F,)
+    dW[o, i, u, v] = sum_{n, y, x} dZ[n, y, x, o] A[n, s y + u - pt, s x + v - pl, i]
+                     the correlation of the input with dZ dilated by s     (F, C, kh, kw)
+    dA[n, h, w, i] = sum_{o, u, v} dZ[n, y, x, o] W[o, i, u, v]  over h = s y + u - pt
+                     the full convolution of dZ, dilated by s, with the kernel
+                     flipped in both spatial axes and its channels swapped  (m, H, W, C)
+
+Pooling over p x p windows moved by q (only 'valid' windows):
+
+    max:  Z[y, x] = max_{u, v} A[q y + u, q x + v];  dA[q y + u, q x + v] += dZ[y, x]
+          for the first (u, v) in row-major order that attains the max (ties go to
+          the first, as jax's own gradient of lax.reduce_window does)
+    avg:  Z[y, x] = mean_{u, v} A[q y + u, q x + v]; dA[q y + u, q x + v] += dZ[y, x] / p^2
+
+A hidden activation g follows every Conv and Dense layer except the last Dense,
+which carries the output activation; pooling and Flatten have none, so their
+"Z" is their output and their local gradient is dJ/d(output). Nothing here
+calls jax.grad or jax.vjp.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from fgd import activations
+from fgd.models import Cache, check_key, check_scheme, init_dense, resolve_dtype
+
+Array = jax.Array
+Params = list
+
+PADDINGS = ("valid", "same")
+NHWC = ("NHWC", "OIHW", "NHWC")
+
+
+# --- layer descriptions ---------------------------------------------------------
+def _pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints >= minimum, as (rows, columns)."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum for v in pair
+    ):
+        raise ValueError(f"{name} must be an int >= {minimum} or a pair of them; got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """A 2-D convolution with `filters` output channels, then the hidden activation.
+
+    Args:
+      filters: output channels F.
+      kernel_size: k or (kh, kw).
+      stride: s or (sh, sw).
+      padding: "valid" (no padding) or "same" (output ceil(H / s)).
+      in_channels: optional; when given it must match the channels coming in.
+    """
+
+    filters: int
+    kernel_size: Union[int, tuple] = 3
+    stride: Union[int, tuple] = 1
+    padding: str = "valid"
+    in_channels: Optional[int] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "filters", _positive_int(self.filters, "Conv filters"))
+        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv kernel_size"))
+        object.__setattr__(self, "stride", _pair(self.stride, "Conv stride"))
+        if self.padding not in PADDINGS:
+            raise ValueError(f"Conv padding must be one of {', '.join(map(repr, PADDINGS))}; "
+                             f"got {self.padding!r}")
+        if self.in_channels is not None:
+            object.__setattr__(self, "in_channels", _positive_int(self.in_channels, "Conv in_channels"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pool:
+    """Shared fields of the pooling layers: window `size`, `stride` (default `size`)."""
+
+    size: Union[int, tuple] = 2
+    stride: Union[int, tuple, None] = None
+
+    def __post_init__(self):
+        name = type(self).__name__
+        object.__setattr__(self, "size", _pair(self.size, f"{name} size"))
+        stride = self.size if self.stride is None else self.stride
+        object.__setattr__(self, "stride", _pair(stride, f"{name} stride"))
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPool(_Pool):
+    """Max over `size` windows moved by `stride` (default: `size`, no overlap)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPool(_Pool):
+    """Mean over `size` windows moved by `stride` (default: `size`, no overlap)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+    """(C, H, W, m) images to (C*H*W, m) columns, in the order of `reshape`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """A fully connected layer of `units` on columns (after `Flatten`)."""
+
+    units: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "units", _positive_int(self.units, "Dense units"))
+
+
+LAYERS = (Conv, MaxPool, AvgPool, Flatten, Dense)
+
+
+
+# --- shapes and padding -----------------------------------------------------------
+def conv_padding(size: int, k: int, s: int, padding: str) -> tuple[tuple[int, int], int]:
+    """((low, high) padding, output size) along one spatial axis."""
+    if padding == "valid":
+        return (0, 0), (size - k) // s + 1
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return (total // 2, total - total // 2), out
+
+
+# --- the primitives, on (m, H, W, C) arrays -------------------------------------
+def conv2d(A: Array, W: Array, b: Array, stride: tuple, pads: tuple) -> Array:
+    """Z = A * W + b: A (m, H, W, C), W (F, C, kh, kw), b (F,) -> (m, Ho, Wo, F)."""
+    Z = lax.conv_general_dilated(A, W, stride, pads, dimension_numbers=NHWC)
+    return Z + b
+
+
+def conv2d_backward(A: Array, W: Array, dZ: Array, stride: tuple, pads: tuple,
+                    input_grad: bool = True) -> tuple[Array, Array, Optional[Array]]:
+    """(dW, db, dA) of `conv2d` from dZ (m, Ho, Wo, F); see the module docstring.
+
+    dW: the examples play the role of the contracted channels and the
+    channels that of the batch, so one `conv_general_dilated` of A with dZ
+    (dilated by the stride, `rhs_dilation`) gives (F, C, kh, kw) directly. Its
+    high padding (Ho-1) s + kh - H - pt is negative when 'valid' windows leave
+    the last rows unread: those rows get no gradient.
+
+    dA: dZ dilated by the stride (`lhs_dilation`), padded by kh - 1 - pt
+    below and H - 1 - (Ho-1) s + pt above, convolved with the flipped kernel
+    read as (C, F, kh, kw).
+    """
+    (sh, sw), (kh, kw) = stride, W.shape[2:]
+    (pt, _), (pl, _) = pads
+    _, H, Wd, _ = A.shape
+    _, Ho, Wo, _ = dZ.shape
+    db = jnp.sum(dZ, axis=(0, 1, 2))                                   # (F,)
+    dW = lax.conv_general_dilated(
+        A, dZ, window_strides=(1, 1),
+        padding=((pt, (Ho - 1) * sh + kh - H - pt), (pl, (Wo - 1) * sw + kw - Wd - pl)),
+        rhs_dilation=(sh, sw),
+        dimension_numbers=("CHWN", "IHWO", "CNHW"))                    # (F, C, kh, kw)
+    if not input_grad:
+        return dW, db, None
+    dA = lax.conv_general_dilated(
+        dZ, W[:, :, ::-1, ::-1], window_strides=(1, 1),
+        padding=((kh - 1 - pt, H - 1 - (Ho - 1) * sh + pt), (kw - 1 - pl, Wd - 1 - (Wo - 1) * sw + pl)),
+        lhs_dilation=(sh, sw),
+        dimension_numbers=("NHWC", "IOHW", "NHWC"))                    # (m, H, W, C)
+    return dW, db, dA
+
+
+def max_pool(A: Array, size: tuple, stride: tuple) -> Array:
+    """max over each window: (m, H, W, C) -> (m, Ho, Wo, C)."""
+    return lax.reduce_window(A, jnp.asarray(-jnp.inf, A.dtype), lax.max,
+                             (1, *size, 1), (1, *stride, 1), "VALID")
+
+
+def avg_pool(A: Array, size: tuple, stride: tuple) -> Array:
+    """mean over each window: (m, H, W, C) -> (m, Ho, Wo, C)."""
+    total = lax.reduce_window(A, jnp.asarray(0, A.dtype), lax.add,
+                              (1, *size, 1), (1, *stride, 1), "VALID")
+    return total / (size[0] * size[1])
+
+
+def _window_offsets(A: Array, dZ: Array, size: tuple, stride: tuple):
+    """For each offset (u, v) inside the window, row-major: the strided view
+    A[:, u + q y, v + q x, :] (m, Ho, Wo, C) and the lax.pad config that puts
+    an (m, Ho, Wo, C) array back at those positions of an (m, H, W, C) one."""
+    m, H, W, C = A.shape
+    _, Ho, Wo, _ = dZ.shape
+    (qh, qw) = stride
+    for u in range(size[0]):
+        for v in range(size[1]):
+            end = (m, u + (Ho - 1) * qh + 1, v + (Wo - 1) * qw + 1, C)
+            view = lax.slice(A, (0, u, v, 0), end, (1, qh, qw, 1))
+            pad = ((0, 0, 0), (u, H - end[1], qh - 1), (v, W - end[2], qw - 1), (0, 0, 0))
+            yield view, pad
+
+
+def max_pool_backward(A: Array, Z: Array, dZ: Array, size: tuple, stride: tuple) -> Array:
+    """dA of `max_pool`: each dZ[y, x] goes to the first arg-max of its window.
+
+    Offsets (u, v) are visited row-major; `taken` marks windows whose max has
+    been claimed, so a tie goes to the first offset that attains it. A
+    position shared by overlapping windows sums what each window sends it.
+    """
+    dA = jnp.zeros_like(A)
+    taken = jnp.zeros(Z.shape, bool)                                   # (m, Ho, Wo, C)
+    zero = jnp.asarray(0, A.dtype)
+    for view, pad in _window_offsets(A, dZ, size, stride):
+        hit = (view == Z) & ~taken
+        taken = taken | hit
+        dA = dA + lax.pad(jnp.where(hit, dZ, zero), zero, pad)
+    return dA
+
+
+def avg_pool_backward(A: Array, dZ: Array, size: tuple, stride: tuple) -> Array:
+    """dA of `avg_pool`: each dZ[y, x] / (p_h p_w) to every position of its window."""
+    dA = jnp.zeros_like(A)
+    share = dZ / (size[0] * size[1])
+    zero = jnp.asarray(0, A.dtype)
+    for _, pad in _window_offsets(A, dZ, size, stride):
+        dA = dA + lax.pad(share, zero, pad)
+    return dA
+
+
+def to_nhwc(X: Array) -> Array:
+    """(C, H, W, m) -> (m, H, W, C)."""
+    return jnp.transpose(X, (3, 1, 2, 0))
+
+
+def to_chwm(A: Array) -> Array:
+    """(m, H, W, C) -> (C, H, W, m)."""
+    return jnp.transpose(A, (3, 1, 2, 0))
+
+
+# --- the model --------------------------------------------------------------------
+def init_conv(key, layer: Conv, c_in: int, scheme: str, dtype, scale: float) -> dict:
+    """{"W": (F, C, kh, kw), "b": (F,)} by `scheme`, with fan_in = C kh kw and
+    fan_out = F kh kw (the dense schemes of `fgd.models.init_dense`)."""
+    kh, kw = layer.kernel_size
+    F = layer.filters
+    k_w, k_b = jax.random.split(key)
+    shape_w = (F, c_in, kh, kw)
+    if scheme == "uniform":
+        return {"W": jax.random.uniform(k_w, shape_w, dtype), "b": jax.random.uniform(k_b, (F,), dtype)}
+    if scheme == "zeros":
+        return {"W": jnp.zeros(shape_w, dtype), "b": jnp.zeros((F,), dtype)}
+    fan_in, fan_out = c_in * kh * kw, F * kh * kw
+    std = {"small": 0.01, "normal": scale, "xavier": math.sqrt(2.0 / (fan_in + fan_out)),
+           "he": math.sqrt(2.0 / fan_in)}[scheme]
+    return {"W": jax.random.normal(k_w, shape_w, dtype) * jnp.asarray(std, dtype),
+            "b": jnp.zeros((F,), dtype)}
+
+
+def _describe_layers(input_shape: tuple, layers: tuple) -> tuple:
+    """The output shape of every layer ((C, H, W) or (n,)); ValueError naming
+    the first layer that cannot follow what comes before it."""
+    shape, shapes = input_shape, []
+    for i, layer in enumerate(layers):
+        where = f"layers[{i}] ({layer!r})"
+        if not isinstance(layer, LAYERS):
+            raise TypeError(f"{where} must be one of {', '.join(t.__name__ for t in LAYERS)}; "
+                            f"got {type(layer).__name__}")
+        image = len(shape) == 3
+        if isinstance(layer, Dense):
+            if image:
+                raise ValueError(f"{where}: Dense needs columns, but the input to it is an image "
+                                 f"of shape {shape}; put Flatten() before it")
+            shape = (layer.units,)
+        elif not image:
+            raise ValueError(f"{where} needs (C, H, W) images, but after Flatten the input to it "
+                             f"has shape {shape}; image layers must come before Flatten()")
+        elif isinstance(layer, Flatten):
+            shape = (math.prod(shape),)
+        elif isinstance(layer, Conv):
+            C, H, W = shape
+            if layer.in_channels is not None and layer.in_channels != C:
+                raise ValueError(f"{where}: in_channels={layer.in_channels} does not match the "
+                                 f"{C} channels coming in (input shape {shape})")
+            (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+            if layer.padding == "valid" and (kh > H or kw > W):
+                raise ValueError(f"{where}: kernel {layer.kernel_size} is larger than its input "
+                                 f"{(H, W)} with padding='valid'; use a smaller kernel or 'same'")
+            shape = (layer.filters, conv_padding(H, kh, sh, layer.padding)[1],
+                     conv_padding(W, kw, sw, layer.padding)[1])
+        else:
+            C, H, W = shape
+            (p, r), (q, t) = layer.size, layer.stride
+            if p > H or r > W:
+                raise ValueError(f"{where}: pooling window {layer.size} is larger than its input "
+                                 f"{(H, W)}")
+            shape = (C, (H - p) // q + 1, (W - r) // t + 1)
+        shapes.append(shape)
+    if not layers or not isinstance(layers[-1], Dense):
+        raise ValueError(f"layers must end with a Dense layer (the outputs); got {layers!r}"[:300])
+    return tuple(shapes)
+
+
+@dataclasses.dataclass(frozen=True)
+class CNN:
+    """A convolutional network on (C, H, W, m) images.
+
+    Args:
+      input_shape: (C, H, W) of one image.
+      layers: Conv, MaxPool, AvgPool layers, one Flatten, then Dense layers;
+        the last Dense gives the outputs.
+      hidden: activation after every Conv and every Dense but the last.
+      output: activation of the last Dense (the hidden ones, or softmax).
+
+    Frozen and hashable, validated at construction; `shapes` holds each
+    layer's output shape.
+
+    Example:
+      net = CNN((1, 8, 8), (Conv(8, 3, padding="same"), MaxPool(2), Flatten(), Dense(10)),
+                hidden="relu", output="softmax")
+    """
+
+    input_shape: tuple
+    layers: tuple
+    hidden: str = "relu"
+    output: str = "softmax"
+
+    def __post_init__(self):
+        shape = self.input_shape
+        if (not isinstance(shape, (tuple, list)) or len(shape) != 3
+                or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                           for n in shape)):
+            raise ValueError(f"input_shape must be (C, H, W), three ints >= 1; got {shape!r}")
+        object.__setattr__(self, "input_shape", tuple(int(n) for n in shape))
+        if not isinstance(self.layers, (tuple, list)):
+            raise TypeError(f"layers must be a tuple of layers; got {type(self.layers).__name__}")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        activations.get(self.hidden, argument="hidden")
+        activations.get(self.output, output=True, argument="output")
+        # not a field: equality and hashing see only the description
+        object.__setattr__(self, "_shapes", _describe_layers(self.input_shape, self.layers))
+
+    @property
+    def shapes(self) -> tuple:
+        """Each layer's output shape for one example: (C, H, W) or (n,)."""
+        return self._shapes
+
+    @property
+    def out_dim(self) -> int:
+        return self.layers[-1].units
+
+    @property
+    def output_activation(self) -> activations.Activation:
+        return activations.get(self.output, output=True)
+
+    def activation(self, i: int) -> Optional[activations.Activation]:
+        """g after layers[i]: output for the last, hidden for Conv/Dense, None otherwise."""
+        if i == len(self.layers) - 1:
+            return self.output_activation
+        if isinstance(self.layers[i], (Conv, Dense)):
+            return activations.get(self.hidden)
+        return None
+
+    def check_input(self, X: Any, name: str = "X") -> None:
+        """X must be (C, H, W, m): images, examples last."""
+        if len(X.shape) != 4 or tuple(X.shape[:3]) != self.input_shape:
+            C, H, W = self.input_shape
+            hint = (f"; columns (C*H*W, m) become images with {name}.reshape({C}, {H}, {W}, -1)"
+                    if len(X.shape) == 2 and X.shape[0] == C * H * W else "")
+            raise ValueError(f"{name} must have shape ({C}, {H}, {W}, m) (images, examples last) "
+                             f"for input_shape {self.input_shape}; got shape {tuple(X.shape)}{hint}")
+
+    def init(self, key, scheme: str = "small", *, dtype=None, scale: float = 1.0) -> Params:
+        """Parameters, one dict per layer: Conv {"W": (F, C, kh, kw), "b": (F,)},
+        Dense {"W": (n, n_prev), "b": (n, 1)}, pooling and Flatten {}.
+
+        Args:
+          key: a JAX PRNG key; the same key gives the same params.
+          scheme: as `fgd.MLP.init` ("small", "zeros", "normal", "uniform",
+            "xavier", "he"); for a Conv, fan_in = C kh kw and fan_out = F kh kw.
+          dtype: float dtype; JAX's default float when None.
+          scale: the standard deviation of the "normal" scheme.
+        """
+        check_key(key)
+        check_scheme(scheme, scale)
+        dtype = resolve_dtype(dtype)
+        keys = jax.random.split(key, len(self.layers))
+        params, shape = [], self.input_shape
+        for k, layer, out_shape in zip(keys, self.layers, self.shapes):
+            if isinstance(layer, Conv):
+                params.append(init_conv(k, layer, shape[0], scheme, dtype, scale))
+            elif isinstance(layer, Dense):
+                params.append(init_dense(k, layer.units, shape[0], scheme, dtype, scale))
+            else:
+                params.append({})
+            shape = out_shape
+        return params
+
+    def forward(self, params: Params, X: Array) -> Cache:
+        """The forward pass, keeping Z and A of every layer for backprop.
+
+        A[0] = X and image activations are stored as (m, H, W, C); columns as
+        (n, m). For pooling and Flatten, Z[i] = A[i+1] (no activation).
+        Z[-1] and A[-1] are the output logits and activations (n_out, m).
+        """
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        A = to_nhwc(jnp.asarray(X, dtype))                              # (m, H, W, C)
+        Zs, As, shape = [], [A], self.input_shape
+        for i, (layer, p) in enumerate(zip(self.layers, params)):
+            if isinstance(layer, Conv):
+                Z = conv2d(A, p["W"], p["b"], layer.stride, self._pads(i, shape))
+            elif isinstance(layer, MaxPool):
+                Z = max_pool(A, layer.size, layer.stride)
+            elif isinstance(layer, AvgPool):
+                Z = avg_pool(A, layer.size, layer.stride)
+            elif isinstance(layer, Flatten):
+                Z = to_chwm(A).reshape(-1, A.shape[0])                    # (C*H*W, m)
+            else:
+                Z = p["W"] @ A + p["b"]                                    # (n, m)
+            g = self.activation(i)
+            A = Z if g is None else g.fn(Z)
+            Zs.append(Z)
+            As.append(A)
+            shape = self.shapes[i]
+        return Cache(Zs, As)
+
+    def _pads(self, i: int, shape: tuple) -> tuple:
+        layer = self.layers[i]
+        return tuple(conv_padding(n, k, s, layer.padding)[0]
+                     for n, k, s in zip(shape[1:], layer.kernel_size, layer.stride))
+
+    def logits(self, params: Params, X: Array) -> Array:
+        """Z of the last layer, (n_out, m)."""
+        return self.forward(params, X).Z[-1]
+
+    def apply(self, params: Params, X: Array) -> Array:
+        """The predictions g(Z) of the last layer, (n_out, m)."""
+        return self.forward(params, X).A[-1]
+
+    def backward(self, params: Params, cache: Cache, dZ_out: Array) -> tuple[list, list]:
+        """The hand-derived backward pass from dZ of the last layer (n_out, m).
+
+        For i = last, ..., 0, with dZ = dJ/dZ[i]:
+          Dense:   dW = dZ A^T, db = sum_columns dZ, dA = W^T dZ
+          Conv:    dW, db, dA by `conv2d_backward`
+          MaxPool: dA by `max_pool_backward`; AvgPool: `avg_pool_backward`
+          Flatten: dA = dZ reshaped to (C, H, W, m), in the internal layout
+        then dZ[i-1] = g'(Z[i-1]) * dA where layer i-1 has an activation, else dA.
+
+        Returns:
+          (grads like params, deltas): deltas[i] = dJ/dZ[i], as (C, H, W, m) for
+          image layers and (n, m) for Flatten and Dense; for pooling and
+          Flatten, Z[i] is the layer's output.
+        """
+        n = len(self.layers)
+        grads, deltas = [None] * n, [None] * n
+        dZ = dZ_out
+        for i in range(n - 1, -1, -1):
+            layer, p, A = self.layers[i], params[i], cache.A[i]
+            deltas[i] = to_chwm(dZ) if dZ.ndim == 4 else dZ
+            need_dA = i > 0
+            dA = None
+            if isinstance(layer, Dense):
+                grads[i] = {"W": dZ @ A.T, "b": jnp.sum(dZ, axis=1, keepdims=True)}
+                dA = p["W"].T @ dZ if need_dA else None
+            elif isinstance(layer, Conv):
+                shape = self.input_shape if i == 0 else self.shapes[i - 1]
+                dW, db, dA = conv2d_backward(A, p["W"], dZ, layer.stride, self._pads(i, shape),
+                                             input_grad=need_dA)
+                grads[i] = {"W": dW, "b": db}
+            else:
+                grads[i] = {}
+                if not need_dA:
+                    pass
+                elif isinstance(layer, Flatten):
+                    dA = to_nhwc(dZ.reshape(to_chwm(A).shape))
+                elif isinstance(layer, AvgPool):
+                    dA = avg_pool_backward(A, dZ, layer.size, layer.stride)
+                else:
+                    dA = max_pool_backward(A, cache.Z[i], dZ, layer.size, layer.stride)
+            if need_dA:
+                g = self.activation(i - 1)
+                dZ = dA if g is None else g.vjp(cache.Z[i - 1], A, dA)
+        return grads, deltas
