@@ -79,11 +79,9 @@ def _is_key(x) -> bool:
 
 def _storage_dtype(name: str) -> np.dtype:
     """The little-endian dtype a leaf of logical dtype `name` is stored as."""
-    if name.startswith("key<"):
-        return np.dtype("<u4")
     if name in _NATIVE:
         return _DTYPES[name].newbyteorder("<")
-    return np.dtype(f"<u{_DTYPES[name].itemsize}")
+    return np.dtype("<u4" if name.startswith("key<") else f"<u{_DTYPES[name].itemsize}")
 
 
 def _describe(keypath, leaf) -> tuple[str, tuple[int, ...]]:
@@ -190,14 +188,12 @@ def _check_header(path, header) -> list[dict]:
     if not isinstance(records, list) or not isinstance(header.get("metadata"), dict):
         _fail(path, f"{HEADER_MEMBER} lacks a 'leaves' list or a 'metadata' dict")
     for i, rec in enumerate(records):
-        ok = (isinstance(rec, dict) and isinstance(rec.get("path"), str)
-              and rec.get("member") == f"leaf_{i}.npy"
+        ok = (isinstance(rec, dict) and rec.get("member") == f"leaf_{i}.npy"
+              and isinstance(rec.get("path"), str) and isinstance(rec.get("shape"), list)
+              and all(type(n) is int and n >= 0 for n in rec["shape"])
               and isinstance(rec.get("dtype"), str)
               and (rec["dtype"] in _DTYPES or re.fullmatch(r"key<\w+>", rec["dtype"]))
-              and isinstance(rec.get("shape"), list)
-              and all(type(n) is int and n >= 0 for n in rec["shape"])
-              and isinstance(rec.get("sha256"), str)
-              and re.fullmatch(r"[0-9a-f]{64}", rec["sha256"]))
+              and re.fullmatch(r"[0-9a-f]{64}", str(rec.get("sha256"))))
         if not ok:
             _fail(path, f"{HEADER_MEMBER}: malformed record for leaf {i}: {rec!r:.200}")
     return records
@@ -209,8 +205,7 @@ def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
     try:
         zf = zipfile.ZipFile(path)
     except _PARSE_ERRORS as err:
-        _fail(path, f"not a readable npz archive (truncated, or not a zip "
-                    f"file; pickles are never loaded): {err}")
+        _fail(path, f"not a readable npz (truncated, or not a zip; pickles are never loaded): {err}")
     try:
         names, total = zf.namelist(), 0
         for info in zf.infolist():
