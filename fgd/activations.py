@@ -54,8 +54,9 @@ def tanh_deriv(z: Array) -> Array:
 
 
 def relu(z: Array) -> Array:
-    """max(z, 0)."""
-    return jnp.maximum(z, 0)
+    """max(z, 0); jax.nn.relu, whose autodiff takes the subgradient 0 at z = 0
+    (jnp.maximum would take 1/2 there and disagree with relu_deriv)."""
+    return jax.nn.relu(z)
 
 
 def relu_deriv(z: Array) -> Array:
