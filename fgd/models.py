@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import activations
+from fgd import activations, validation
 
 Array = jax.Array
 Params = list
@@ -189,6 +189,8 @@ class MLP:
 
     def apply(self, params: Params, X: Array) -> Array:
         """A[L] = g[L](Z[L]), the predictions (n[L], m)."""
+        X = validation.as_data(X, "X")
+        self.check_input(X, "X")  # a 1-D X would broadcast against b silently
         return self.forward(params, X).A[-1]
 
     def backward(self, params: Params, cache: Cache, dZ_out: Array):
