@@ -4,10 +4,9 @@ A checkpoint is an ``.npz`` file (an uncompressed zip of ``.npy`` members), one
 member ``leaf_<i>.npy`` per leaf plus ``header.json``::
 
     {"format": "fgd.checkpoint", "version": 1, "treedef": "PyTreeDef(...)",
-     "environment": {"fgd": ..., "jax": ..., "numpy": ..., "x64": ...},
+     "environment": {"fgd": ..., "jax": ..., "numpy": ..., "x64": ...}, "metadata": {...},
      "leaves": [{"path": "[0]['W']", "member": "leaf_0.npy", "shape": [8, 3],
-                 "dtype": "float32", "sha256": "..."}, ...],
-     "metadata": {...}}                       # the caller's, JSON only
+                 "dtype": "float32", "sha256": "..."}, ...]}
 
 Loading never unpickles, evals or execs: each npy header is parsed by
 `numpy.lib.format` and checked against the member's real size before anything
@@ -43,7 +42,7 @@ FORMAT_VERSION = 1
 HEADER_MEMBER = "header.json"
 DEFAULT_MAX_BYTES = 16 * 2**30     # refuse archives whose members exceed this
 TEMP_PREFIX, TEMP_SUFFIX = ".tmp-fgd-", ".part"
-_MAX_HEADER_BYTES = 64 * 2**20
+_MAX_HEADER = 64 * 2**20           # bytes of header.json
 _MEMBER_RE = re.compile(r"leaf_(0|[1-9][0-9]{0,8})\.npy")
 _CKPT_RE = re.compile(r"ckpt-(0|[1-9][0-9]*)\.npz")     # canonical names only
 _NATIVE = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
@@ -52,6 +51,9 @@ _EXTENDED = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
              "float8_e5m2fnuz", "float8_e4m3b11fnuz", "int4", "uint4")
 _DTYPES = {n: np.dtype(getattr(jnp, n)) for n in _NATIVE + _EXTENDED
            if hasattr(jnp, n)}                     # older jax lacks some float8s
+# Stored little-endian; bfloat16 and float8s as same-width uints, key data as uint32.
+_STORED = {n: d.newbyteorder("<") if n in _NATIVE else np.dtype(f"<u{d.itemsize}")
+           for n, d in _DTYPES.items()}
 # What zipfile/json/numpy parsers raise on a hostile or damaged file.
 _PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
                  KeyError, TypeError, OverflowError, RecursionError, NotImplementedError)
@@ -77,19 +79,11 @@ def _is_key(x) -> bool:
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _storage_dtype(name: str) -> np.dtype:
-    """The little-endian dtype a leaf of logical dtype `name` is stored as."""
-    if name in _NATIVE:
-        return _DTYPES[name].newbyteorder("<")
-    return np.dtype("<u4" if name.startswith("key<") else f"<u{_DTYPES[name].itemsize}")
-
-
 def _describe(keypath, leaf) -> tuple[str, tuple[int, ...]]:
     """(logical dtype name, shape) of a leaf; TypeError for non-array leaves."""
     if _is_key(leaf):
         return str(leaf.dtype), tuple(leaf.shape)
-    if isinstance(leaf, (bool, int, float, complex)):
-        leaf = np.asarray(leaf)
+    leaf = np.asarray(leaf) if isinstance(leaf, (bool, int, float, complex)) else leaf
     name = np.dtype(leaf.dtype).name if hasattr(leaf, "dtype") else None
     if name not in _DTYPES or not hasattr(leaf, "shape"):
         raise TypeError(f"leaf {keystr(keypath)}: expected an array of one of "
@@ -103,18 +97,11 @@ def _encode(keypath, leaf) -> tuple[dict, np.ndarray]:
     name, shape = _describe(keypath, leaf)
     data = np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
     if name not in _NATIVE:
-        data = data.view(_storage_dtype(name))
+        data = data.view(_STORED.get(name, np.dtype("<u4")))
     data = np.asarray(data.astype(data.dtype.newbyteorder("<"), copy=False), order="C")
     record = {"path": keystr(keypath), "shape": list(shape),
               "dtype": name, "sha256": hashlib.sha256(data.data).hexdigest()}
     return record, data
-
-
-def environment() -> dict:
-    """Versions and the x64 flag, recorded in every header as "environment"."""
-    import fgd    # the package imports this module; its __version__ is set first
-    return {"fgd": fgd.__version__, "jax": jax.__version__, "numpy": np.__version__,
-            "x64": bool(jax.config.jax_enable_x64)}
 
 
 def fingerprint(config) -> str:
@@ -136,24 +123,25 @@ def save(path, tree, metadata: Optional[dict] = None) -> Path:
     """Writes `tree` to `path` atomically (temp file, fsync, `os.replace`).
 
     Args:
-      path: the file to write; its directory must exist. ``.npz`` is advised.
-      tree: a pytree whose leaves are jax/numpy arrays, Python scalars or typed
-        PRNG keys (`jax.random.key`).
+      path: the file to write (``.npz`` advised); its directory must exist.
+      tree: a pytree of jax/numpy arrays, Python scalars, typed PRNG keys.
       metadata: a JSON-serialisable dict stored with the arrays.
 
     Returns:
-      The path written. Raises TypeError (nothing written) for a leaf of an
-      unsupported kind or dtype, or `metadata` that is not a JSON-able dict.
+      The path written. TypeError, with nothing written, for a leaf of another
+      kind or dtype or for `metadata` that is not a JSON-able dict.
     """
-    path = Path(path)
-    metadata = {} if metadata is None else metadata
+    path, metadata = Path(path), {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     encoded = [_encode(keypath, leaf) for keypath, leaf in leaves]
     records = [{"member": f"leaf_{i}.npy", **rec} for i, (rec, _) in enumerate(encoded)]
+    import fgd    # the package imports this module after setting __version__
+    environment = {"fgd": fgd.__version__, "jax": jax.__version__,
+                   "numpy": np.__version__, "x64": bool(jax.config.jax_enable_x64)}
     header = {"format": FORMAT, "version": FORMAT_VERSION, "treedef": str(treedef),
-              "environment": environment(), "leaves": records, "metadata": metadata}
+              "environment": environment, "leaves": records, "metadata": metadata}
     try:
         text = json.dumps(header, indent=1)
     except (TypeError, ValueError) as err:
@@ -171,8 +159,7 @@ def save(path, tree, metadata: Optional[dict] = None) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
@@ -205,7 +192,8 @@ def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
     try:
         zf = zipfile.ZipFile(path)
     except _PARSE_ERRORS as err:
-        _fail(path, f"not a readable npz (truncated, or not a zip; pickles are never loaded): {err}")
+        _fail(path, f"not a readable npz (truncated, or not a zip; pickles are never "
+                    f"loaded): {err}")
     try:
         names, total = zf.namelist(), 0
         for info in zf.infolist():
@@ -221,8 +209,8 @@ def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
             _fail(path, "duplicate member names")
         if total > min(max_bytes, size):
             _fail(path, f"members claim {total} bytes; file {size}, max_bytes={max_bytes}")
-        if HEADER_MEMBER not in names or zf.getinfo(HEADER_MEMBER).file_size > _MAX_HEADER_BYTES:
-            _fail(path, f"no {HEADER_MEMBER} member of at most {_MAX_HEADER_BYTES} bytes")
+        if HEADER_MEMBER not in names or zf.getinfo(HEADER_MEMBER).file_size > _MAX_HEADER:
+            _fail(path, f"no {HEADER_MEMBER} member of at most {_MAX_HEADER} bytes")
         try:
             header = json.loads(zf.read(HEADER_MEMBER).decode("utf-8"))
         except _PARSE_ERRORS as err:
@@ -230,8 +218,9 @@ def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
         records = _check_header(path, header)
         expected = {HEADER_MEMBER} | {rec["member"] for rec in records}
         if set(names) != expected:
-            _fail(path, f"members do not match the header: unexpected "
-                        f"{sorted(set(names) - expected)}, missing {sorted(expected - set(names))}")
+            extra, missing = sorted(set(names) - expected), sorted(expected - set(names))
+            _fail(path, f"members do not match the header: unexpected {extra}, "
+                        f"missing {missing}")
         return zf, header
     except BaseException:
         zf.close()
@@ -240,7 +229,7 @@ def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
 
 def _read_member(path, zf: zipfile.ZipFile, rec: dict) -> np.ndarray:
     """Reads one leaf's stored array after checking its npy header and size."""
-    member, dtype = rec["member"], _storage_dtype(rec["dtype"])
+    member, dtype = rec["member"], _STORED.get(rec["dtype"], np.dtype("<u4"))
     info = zf.getinfo(member)
     try:
         with zf.open(info) as fp:
@@ -295,11 +284,13 @@ def _match(path, records: list[dict], like_leaves: list) -> None:
         _fail(path, f"{extra} after {n} matching leaves", CheckpointMismatchError)
 
 
-def _decode(rec: dict, data: np.ndarray, leaf):
+def _decode(path, rec: dict, data: np.ndarray, leaf):
     """The restored leaf: a jax array (keys rewrapped) or a Python scalar."""
     if isinstance(leaf, (bool, int, float, complex)):
         return type(leaf)(data.item())
     if _is_key(leaf):
+        if data.shape != jax.random.key_data(leaf).shape:
+            _fail(path, f"{rec['member']}: key data {data.shape} does not fit {rec['dtype']}")
         value = jax.random.wrap_key_data(jnp.asarray(data.astype(np.uint32)),
                                          impl=jax.random.key_impl(leaf))
     else:
@@ -316,7 +307,7 @@ def load(path, like, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Any, dict]:
     with zf:
         records = header["leaves"]
         _match(path, records, like_leaves)
-        values = [_decode(rec, _read_member(path, zf, rec), leaf)
+        values = [_decode(path, rec, _read_member(path, zf, rec), leaf)
                   for rec, (_, leaf) in zip(records, like_leaves)]
     return jax.tree_util.tree_unflatten(treedef, values), header["metadata"]
 
@@ -339,8 +330,8 @@ def restore(path, like, *, max_bytes: int = DEFAULT_MAX_BYTES):
     Raises:
       CheckpointError: the file is truncated, damaged (checksum), hostile
         (pickle, object arrays, forged shapes, unexpected members) or too big.
-      CheckpointMismatchError: the file's tree differs from `like`; the message
-        names the first leaf path and the expected vs stored dtype and shape.
+      CheckpointMismatchError: the tree differs from `like`; names the first
+        differing leaf path with the expected and stored dtype and shape.
     """
     return load(path, like, max_bytes=max_bytes)[0]
 
@@ -360,13 +351,9 @@ def read_metadata(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
 class CheckpointManager:
     """Numbered checkpoints ``ckpt-<step>.npz`` in one directory, last `keep` kept.
 
-    One writer per directory: construction deletes the temp files a crashed
-    writer left behind (``.tmp-fgd-*.part``), which are never read.
-
-    Args:
-      directory: created if missing.
-      keep: how many of the newest checkpoints to keep (None keeps all).
-      max_bytes: passed to `restore`.
+    `directory` is created if missing; `keep=None` keeps all; `max_bytes` goes
+    to `restore`. One writer per directory: construction deletes the temp files
+    a crashed writer left (``.tmp-fgd-*.part``), which are never read.
     """
 
     def __init__(self, directory, keep: Optional[int] = 3, *,
@@ -393,7 +380,7 @@ class CheckpointManager:
         deletes all but the newest `keep` checkpoints (never the one just saved)."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step: expected a non-negative int, got {step!r}")
-        step = int(step)
+        step = int(step)      # numpy ints are not JSON
         path = save(self.path(step), tree, {**(metadata or {}), "step": step})
         if self.keep is not None:
             for old in self.steps()[:-self.keep]:

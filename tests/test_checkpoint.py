@@ -119,6 +119,9 @@ def test_metadata_round_trip_and_header(tmp_path):
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
     assert [r["path"] for r in header["leaves"]] == paths and "['opt'].count" in paths
     assert ckpt.load(path, make_tree())[1] == meta
+    with np.load(path, allow_pickle=False) as plain:       # plain numpy reads it too
+        i = paths.index("['order']")
+        np.testing.assert_array_equal(plain[f"leaf_{i}"], tree["order"])
     assert ckpt.fingerprint({"b": 1, "a": [2]}) == ckpt.fingerprint({"a": [2], "b": 1})
 
 
@@ -165,7 +168,7 @@ def test_crash_before_replace_leaves_no_checkpoint(tmp_path, monkeypatch):
 def test_keep_last_k(tmp_path, keep, expected):
     manager = CheckpointManager(tmp_path / "run", keep=keep)
     for step in range(6):
-        manager.save(step, {"w": np.full(2, step, np.float32)}, {"epoch": step})
+        manager.save(np.int64(step), {"w": np.full(2, step, np.float32)}, {"epoch": step})
     assert manager.steps() == expected
     tree, meta = manager.restore_latest({"w": np.zeros(2, np.float32)})
     assert meta == {"epoch": 5, "step": 5}
