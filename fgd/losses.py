@@ -111,7 +111,10 @@ class Loss:
     l1: float = 0.0
 
     def __call__(self, params, X, Y) -> Array:
+        if hasattr(self.net, "init"):
+            validation.check_params(self.net, params)  # a (1, 1) b would broadcast silently
         X, Y = validation.check_xy(self.net, X, Y, finite=False)
+        check_targets(self.cost, Y)
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
         Y = jnp.asarray(Y, dtype)
         cache = self.net.forward(params, X)
