@@ -31,6 +31,8 @@ __all__ += ["schedules", "sgd", "adagrad", "rmsprop", "adam", "adamw", "current_
             "apply_if_finite", "adaptive_lr", "weights_only", "apply_updates", "global_norm"]
 
 # --- training: make_step, fit, sweep (issue 4) -----------------------------
+from fgd.train import FitResult, fit, make_step
+__all__ += ["FitResult", "fit", "make_step"]
 
 # --- data, plots, checkpoint, parallel, conv ------------------------------
 from fgd import data  # plots is imported on its own: matplotlib is optional

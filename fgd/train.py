@@ -1,0 +1,769 @@
+"""Training: the jitted update step `make_step` and the fused training loop `fit`.
+
+One update step is one jit boundary (STYLE habit 4)::
+
+    value, g = value_and_grad(loss)(params, X, Y)
+    u, state = opt.update(g, state, params, value=value)   # value= only if accepted
+    params   = apply_updates(params, u)
+
+`fit` runs many such steps on the device (habit 5): the steps of an epoch run
+inside one `lax.scan`, and a chunk of epochs runs inside one `lax.while_loop`
+whose condition checks the stopping rules on the device. The host wakes up
+only at chunk ends: to read the history, update the progress bar, check the
+time limit and size the next chunk. A chunk's length is a traced value, so
+chunking never recompiles; the compiled chunk is cached by `jax.jit` on a
+hashable `Spec` (the `Loss` by value, the optimizer by identity, the modes),
+so a second `fit` with the same loss, optimizer and shapes does not compile
+again. `fgd.sweep` vmaps the same chunk over many configurations.
+
+Tiny networks. On a 3-8-2 network one epoch is a dozen operations on
+matrices of a few dozen entries, and the cost is per-operation overhead, not
+arithmetic. `fuse_small_dots` rewrites each small matrix product of the step
+(at most `SMALL_DOT` multiply-adds) as a broadcast multiply and a sum, which
+XLA fuses with its neighbours instead of calling a BLAS kernel per product.
+Large products are left to the BLAS library.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import time
+import warnings
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jex_core
+
+from fgd import tree, validation
+from fgd.base import Array, OptState, Params, PRNGKey
+from fgd.losses import Loss
+from fgd.models import check_key
+from fgd.optimizers import current_lr
+from fgd.transforms import call_update
+
+#: Largest dot_general (output entries x contracted length) that
+#: `fuse_small_dots` rewrites as multiply + sum; a 3-8-2 net's are <= 480.
+SMALL_DOT = 8192
+#: Epochs one compiled chunk can record: full batch, mini-batch.
+CAPACITY_FULL, CAPACITY_MINI = 16384, 1024
+#: Wall time a chunk aims at once the epoch rate is known (progress refresh).
+CHUNK_SECONDS = 0.25
+HISTORY_NAMES = ("loss", "val_loss", "grad_norm", "lr")
+
+
+# --- small matrix products as fusible multiply + sum -------------------------
+def _dot_as_sum(lhs: Array, rhs: Array, dimension_numbers, dtype) -> Array:
+    """dot_general as an explicit broadcast product summed over the contraction.
+
+    The result keeps dot_general's axis order: (batch, lhs free, rhs free).
+    """
+    (lc, rc), (lb, rb) = dimension_numbers
+    lf = [d for d in range(lhs.ndim) if d not in lc and d not in lb]
+    rf = [d for d in range(rhs.ndim) if d not in rc and d not in rb]
+    nb, nl, nr = len(lb), len(lf), len(rf)
+    lhs = jnp.transpose(lhs, (*lb, *lf, *lc)).astype(dtype)   # (B, Lf, C)
+    rhs = jnp.transpose(rhs, (*rb, *rf, *rc)).astype(dtype)   # (B, Rf, C)
+    lhs = jnp.expand_dims(lhs, tuple(range(nb + nl, nb + nl + nr)))
+    rhs = jnp.expand_dims(rhs, tuple(range(nb, nb + nl)))
+    return jnp.sum(lhs * rhs, axis=tuple(range(nb + nl + nr, lhs.ndim)))
+
+
+def _is_small_dot(eqn) -> bool:
+    lhs, rhs = (v.aval for v in eqn.invars)
+    out = eqn.outvars[0].aval
+    (lc, _), _ = eqn.params["dimension_numbers"]
+    contracted = math.prod(lhs.shape[d] for d in lc)
+    floats = {np.dtype(np.float32), np.dtype(np.float64)}
+    return (math.prod(out.shape) * contracted <= SMALL_DOT
+            and {np.dtype(lhs.dtype), np.dtype(rhs.dtype), np.dtype(out.dtype)} <= floats)
+
+
+def _eval_rewritten(jaxpr, consts, args) -> list:
+    """Evaluate `jaxpr` like `jax.core.eval_jaxpr`, small dots rewritten,
+    nested jit calls inlined (control flow is bound unchanged)."""
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jex_core.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        inner = eqn.params.get("jaxpr")
+        if eqn.primitive.name == "dot_general" and _is_small_dot(eqn):
+            outs = [_dot_as_sum(*invals, eqn.params["dimension_numbers"], eqn.outvars[0].aval.dtype)]
+        elif eqn.primitive.name in ("jit", "pjit", "closed_call") and isinstance(inner, jex_core.ClosedJaxpr):
+            outs = _eval_rewritten(inner.jaxpr, inner.consts, invals)
+        else:
+            with eqn.ctx.manager:
+                outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def fuse_small_dots(fn: Callable) -> Callable:
+    """`fn` with every small matrix product computed as multiply + sum.
+
+    Traces `fn` to a jaxpr at the abstract values of its arguments and
+    evaluates it, replacing each float32/float64 `dot_general` of at most
+    `SMALL_DOT` multiply-adds. The result equals `fn`'s up to the order of the
+    sums (a few ulps). Use it inside `jax.jit`: it costs one extra trace.
+    """
+    def fused(*args):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        outs = _eval_rewritten(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return fused
+
+
+# --- the update step -----------------------------------------------------------
+def train_step(loss: Callable, optimizer: Any) -> Callable:
+    """The pure (unjitted) step `(params, state, X, Y) -> (params, state, loss, grads)`.
+
+    `loss` is evaluated at the incoming params (the value computed with its
+    gradient); the optimizer gets `value=loss` only if its `update` accepts it
+    (`fgd.transforms.call_update`), so optax optimizers work unchanged.
+    """
+    def step(params, opt_state, X, Y):
+        value, grads = jax.value_and_grad(loss)(params, X, Y)
+        updates, opt_state = call_update(optimizer, grads, opt_state, params, value=value)
+        return tree.apply_updates(params, updates), opt_state, value, grads
+
+    return fuse_small_dots(step)
+
+
+def make_step(loss: Callable, optimizer: Any) -> Callable:
+    """One jitted update: `step(params, opt_state, X, Y) -> (params, opt_state, loss_value)`.
+
+    Computes `loss_value, g = value_and_grad(loss)(params, X, Y)`, then
+    `u, opt_state = optimizer.update(g, opt_state, params[, value=loss_value])`
+    and `params + u`, all in one compiled function. `loss_value` is the loss
+    at the params passed in. The params and opt_state buffers are donated:
+    do not reuse the arrays you passed (use the returned ones). The function
+    is traced once per input shape and dtype; learning rates and schedules
+    live in the traced optimizer state, so they never retrace.
+
+    Args:
+      loss: a pure `loss(params, X, Y) -> scalar`, e.g. `fgd.make_loss(...)`.
+      optimizer: any object with `init`/`update` (fgd's or optax's).
+    """
+    check_loss(loss)
+    check_optimizer(optimizer)
+    step = train_step(loss, optimizer)
+
+    def update(params, opt_state, X, Y):
+        params, opt_state, value, _ = step(params, opt_state, X, Y)
+        return params, opt_state, value
+
+    return jax.jit(update, donate_argnums=(0, 1))
+
+
+# --- what a compiled chunk of epochs is made of ---------------------------------
+class Static:
+    """A static argument hashed and compared by identity (optimizers are
+    tuples of closures; two factories with equal rates are still different)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, Static) and other.obj is self.obj
+
+
+class Spec(NamedTuple):
+    """Everything static about a compiled chunk; the jit cache key."""
+
+    loss: Any                  # a hashable loss (Loss by value) or Static
+    optimizer: Static          # an optimizer, or with `factory` a function hparams -> optimizer
+    factory: bool
+    batch_size: Optional[int]  # None: full batch
+    n_batches: int             # updates per epoch
+    capacity: int              # history rows per chunk
+    history: tuple             # names recorded, from HISTORY_NAMES
+    goal: bool
+    min_grad: bool
+    patience: bool
+
+    def build_optimizer(self, hparams):
+        return self.optimizer.obj(hparams) if self.factory else self.optimizer.obj
+
+    def loss_fn(self):
+        return self.loss.obj if isinstance(self.loss, Static) else self.loss
+
+
+class Knobs(NamedTuple):
+    """Traced scalars of a chunk: changing them never recompiles."""
+
+    start: Array     # () int32: the epoch the chunk's history row 0 belongs to
+    end: Array       # () int32: run until this many epochs are done
+    goal: Array      # () float: stop when the loss is <= goal
+    min_grad: Array  # () float: stop when the gradient norm is <= min_grad
+    patience: Array  # () int32: stop after this many epochs without improvement
+
+
+class Data(NamedTuple):
+    """Training data in the layout the mode reads: full batch (..., m);
+    mini-batch examples first (m, ...), so a batch is a contiguous row gather."""
+
+    X: Array
+    Y: Array
+    Xv: Optional[Array]
+    Yv: Optional[Array]
+    key: PRNGKey
+
+
+class Carry(NamedTuple):
+    """What a while-loop iteration carries, and what the host keeps between chunks."""
+
+    epoch: Array      # () int32: epochs run (= history rows)
+    updates: Array    # () int32: optimizer updates applied
+    stop: Array       # () int32: 0 while running, else the STOP_RULES code
+    params: Params    # the params to go on from (or to return once stopped)
+    opt_state: OptState
+    best: Any         # patience: (params, best val loss, its epoch)
+
+
+class Metrics(NamedTuple):
+    """One epoch's figures, from which the stopping rules decide."""
+
+    epoch: Array
+    loss: Array
+    grad_norm: Optional[Array]
+    val_loss: Optional[Array]
+    best_epoch: Optional[Array]
+
+
+# --- stopping rules: (code, reason, enabled(spec), hit(metrics, knobs)) ---------
+def _nonfinite(m: Metrics, k: Knobs) -> Array:
+    return ~jnp.isfinite(m.loss)
+
+
+def _goal(m: Metrics, k: Knobs) -> Array:
+    return m.loss <= k.goal
+
+
+def _min_grad(m: Metrics, k: Knobs) -> Array:
+    return m.grad_norm <= k.min_grad
+
+
+def _patience(m: Metrics, k: Knobs) -> Array:
+    return m.epoch - m.best_epoch >= k.patience
+
+
+#: In priority order; "epochs" and "time_limit" are decided on the host.
+STOP_RULES = (
+    (1, "nonfinite", lambda s: True, _nonfinite),
+    (2, "goal", lambda s: s.goal, _goal),
+    (3, "min_grad", lambda s: s.min_grad, _min_grad),
+    (4, "patience", lambda s: s.patience, _patience),
+)
+STOP_REASONS = {code: reason for code, reason, _, _ in STOP_RULES}
+NONFINITE, PATIENCE = 1, 4
+
+
+def stop_code(spec: Spec, m: Metrics, knobs: Knobs) -> Array:
+    """The code of the first enabled rule that fires, 0 if none."""
+    code = jnp.zeros((), jnp.int32)
+    for number, _, enabled, hit in reversed(STOP_RULES):
+        if enabled(spec):
+            code = jnp.where(hit(m, knobs), jnp.int32(number), code)
+    return code
+
+
+# --- one epoch, full batch and mini-batch --------------------------------------
+def _track_best(spec: Spec, c: Carry, val: Optional[Array], params: Params, epoch: Array):
+    """Patience: remember the params with the lowest validation loss so far."""
+    if not spec.patience:
+        return None, None
+    best_params, best_val, best_epoch = c.best
+    improved = val < best_val
+    best = (tree.tree_where(improved, params, best_params),
+            jnp.where(improved, val.astype(best_val.dtype), best_val),
+            jnp.where(improved, epoch, best_epoch))
+    return best, best[2]
+
+
+def _record(spec: Spec, loss: Array, grad_norm, val, lr) -> dict:
+    values = {"loss": loss, "val_loss": val, "grad_norm": grad_norm, "lr": lr}
+    return {name: values[name] for name in spec.history}
+
+
+def full_batch_epoch(spec: Spec, step, loss_fn, c: Carry, data: Data, knobs: Knobs):
+    """One update on all of X. Every figure is taken at the params the update
+    starts from, and the rules decide before the update: a stopped epoch
+    keeps its params (the best ones after running out of patience; after a
+    non-finite loss `drive` replays the chunk up to the epoch before)."""
+    params, state, value, grads = step(c.params, c.opt_state, data.X, data.Y)
+    gnorm = tree.global_norm(grads) if spec.min_grad or "grad_norm" in spec.history else None
+    val = loss_fn(c.params, data.Xv, data.Yv) if data.Xv is not None else None
+    lr = current_lr(c.opt_state) if "lr" in spec.history else None
+    best, best_epoch = _track_best(spec, c, val, c.params, c.epoch)
+    code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch), knobs)
+    go = code == 0
+    keep = tree.tree_where(code == PATIENCE, best[0], c.params) if spec.patience else c.params
+    new_params, new_state = tree.tree_where(go, (params, state), (keep, c.opt_state))
+    carry = Carry(c.epoch + 1, c.updates + go.astype(jnp.int32), code, new_params, new_state, best)
+    return carry, _record(spec, value, gnorm, val, lr)
+
+
+def minibatch_epoch(spec: Spec, step, loss_fn, c: Carry, data: Data, knobs: Knobs):
+    """`n_batches` updates on batches of `batch_size` examples in the order
+    `permutation(fold_in(key, epoch), m)`; the last `m % batch_size` examples
+    of that order are left out. The rules decide after the epoch, on the
+    mean batch loss; an epoch with a non-finite batch loss is undone."""
+    m, k = data.X.shape[0], spec.batch_size
+    order = jax.random.permutation(jax.random.fold_in(data.key, c.epoch), m)
+    batches = order[: spec.n_batches * k].reshape(spec.n_batches, k)
+    want_norm = spec.min_grad or "grad_norm" in spec.history
+
+    def batch_step(carry, idx):
+        params, state = carry
+        xb = jnp.moveaxis(data.X.at[idx].get(mode="promise_in_bounds"), 0, -1)   # (..., k)
+        yb = jnp.moveaxis(data.Y.at[idx].get(mode="promise_in_bounds"), 0, -1)
+        params, state, value, grads = step(params, state, xb, yb)
+        gnorm = tree.global_norm(grads) if want_norm else jnp.zeros((), value.dtype)
+        return (params, state), (value, gnorm)
+
+    (params, state), (values, gnorms) = jax.lax.scan(batch_step, (c.params, c.opt_state), batches)
+    value = jnp.mean(values)
+    gnorm = jnp.mean(gnorms) if want_norm else None
+    val = loss_fn(params, data.Xv, data.Yv) if data.Xv is not None else None
+    lr = current_lr(c.opt_state) if "lr" in spec.history else None
+    best, best_epoch = _track_best(spec, c, val, params, c.epoch)
+    code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch), knobs)
+    finite = code != NONFINITE
+    params, state = tree.tree_where(finite, (params, state), (c.params, c.opt_state))
+    if spec.patience:
+        params = tree.tree_where(code == PATIENCE, best[0], params)
+    updates = c.updates + jnp.where(finite, spec.n_batches, 0).astype(jnp.int32)
+    carry = Carry(c.epoch + 1, updates, code, params, state, best)
+    return carry, _record(spec, value, gnorm, val, lr)
+
+
+def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None):
+    """Epochs `carry.epoch .. knobs.end - 1` (or until a rule stops) in one
+    `lax.while_loop`. Returns the new carry and `{name: (capacity,)}` history
+    rows, row i for epoch `knobs.start + i` (NaN past the last epoch run)."""
+    optimizer = spec.build_optimizer(hparams)
+    loss_fn = spec.loss_fn()
+    step = train_step(loss_fn, optimizer)
+    if data.Xv is not None:
+        loss_fn = fuse_small_dots(loss_fn)
+    epoch_fn = full_batch_epoch if spec.batch_size is None else minibatch_epoch
+    dtype = tree.scalar_dtype(carry.params)
+    rows = {name: jnp.full((spec.capacity,), jnp.nan, dtype) for name in spec.history}
+
+    def cond(state):
+        c, _ = state
+        return (c.epoch < knobs.end) & (c.stop == 0)
+
+    def body(state):
+        c, rows = state
+        new, record = epoch_fn(spec, step, loss_fn, c, data, knobs)
+        i = c.epoch - knobs.start
+        rows = {name: rows[name].at[i].set(record[name].astype(dtype)) for name in rows}
+        return new, rows
+
+    return jax.lax.while_loop(cond, body, (carry, rows))
+
+
+#: The compiled chunk, cached by jax.jit on (spec, shapes and dtypes). The
+#: carry is not donated: `drive` keeps a chunk's input to replay it.
+compiled_chunk = jax.jit(run_chunk, static_argnums=0)
+
+
+def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:
+    """A fresh carry (int32 counters at 0)."""
+    zero = lambda: jnp.zeros((), jnp.int32)
+    best = None
+    if spec.patience:
+        best = (params, jnp.full((), jnp.inf, tree.scalar_dtype(params)),
+                zero())
+    return Carry(zero(), zero(), zero(), params, opt_state, best)
+
+
+# --- the host side: chunks, time, progress --------------------------------------
+class Run(NamedTuple):
+    """What `drive` hands back: the final carry, the history, the host stop."""
+
+    carry: Carry
+    history: dict       # name -> rows (epochs,) or (configs, epochs)
+    timed_out: bool
+    seconds: float
+
+
+def progress_bar(progress: Optional[bool], total: int, desc: str):
+    """A tqdm bar, or None: off with progress=False, on with True, and by
+    default only when stderr is a terminal (and tqdm is installed)."""
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
+
+
+def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
+          time_limit: Optional[float], progress: Optional[bool], replay: bool,
+          desc: str = "fit") -> Run:
+    """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk.
+
+    Chunk lengths grow geometrically from one epoch until a chunk takes about
+    `CHUNK_SECONDS` (or what is left of `time_limit`), at most `capacity`.
+    The host reads the carry's counters and the history only here; the time
+    limit is checked after each chunk. Works for one run and for a vmapped
+    batch of runs (`fgd.sweep`), whose counters and `knobs.end` are arrays.
+
+    With `replay` (full batch), a run stopped by a non-finite loss in epoch k
+    gets the params and state of epoch k - 1 by rerunning the compiled chunk
+    from the previous chunk's input up to there: the same program on the same
+    inputs, so the same numbers, and no copy of the params on every epoch.
+    """
+    t0 = time.perf_counter()
+    bar = progress_bar(progress, epochs, desc)
+    ends = lambda e: jnp.full(np.shape(carry.epoch), e, jnp.int32)
+    chunks, inputs, done, n, timed_out = [], [], 0, 1, False
+    try:
+        while done < epochs and not np.all(np.asarray(carry.stop) != 0):
+            end = min(epochs, done + n)
+            t_chunk = time.perf_counter()
+            inputs = (inputs + [(done, carry)])[-2:]
+            carry, rows = run(carry, knobs._replace(start=jnp.int32(done), end=ends(end)))
+            epoch_now = int(np.max(np.asarray(carry.epoch)))
+            ran = epoch_now - done
+            chunks.append({name: np.asarray(r)[..., :ran] for name, r in rows.items()})
+            done = epoch_now
+            now = time.perf_counter()
+            if bar is not None:
+                bar.update(ran)
+                last = np.asarray(chunks[-1]["loss"])[..., -1]
+                bar.set_postfix(loss=f"{float(np.nanmin(last)) if last.size else float('nan'):.4g}")
+            if time_limit is not None and now - t0 >= time_limit:
+                timed_out = done < epochs and not np.all(np.asarray(carry.stop) != 0)
+                break
+            budget = CHUNK_SECONDS if time_limit is None else min(CHUNK_SECONDS, time_limit - (now - t0))
+            rate = ran / max(now - t_chunk, 1e-9)
+            n = int(min(capacity, max(1, min(8 * n, rate * budget))))
+        failed = np.asarray(carry.stop) == NONFINITE
+        if replay and failed.any():
+            start, base = inputs[0]
+            # stopped in epoch k = epoch - 1; epochs start .. k - 2 lead to p[k - 1]
+            to = np.where(failed, np.asarray(carry.epoch) - 2, start)
+            again, _ = run(base, knobs._replace(start=jnp.int32(start), end=jnp.asarray(to, jnp.int32)))
+            params, state = tree.tree_where(jnp.asarray(failed), (again.params, again.opt_state),
+                                            (carry.params, carry.opt_state)) if failed.ndim else (
+                                                again.params, again.opt_state)
+            carry = carry._replace(params=params, opt_state=state)
+    finally:
+        if bar is not None:
+            bar.close()
+    names = chunks[0].keys() if chunks else ()
+    history = {name: np.concatenate([c[name] for c in chunks], axis=-1) for name in names}
+    return Run(carry, history, timed_out, time.perf_counter() - t0)
+
+
+# --- boundary checks -------------------------------------------------------------
+def check_loss(loss: Any) -> None:
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable loss(params, X, Y), such as fgd.make_loss(...); "
+                        f"got {type(loss).__name__}")
+
+
+def check_optimizer(opt: Any, name: str = "opt") -> None:
+    if not (callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))):
+        raise TypeError(f"{name} must be an optimizer with init and update (e.g. fgd.sgd(0.1)); "
+                        f"got {type(opt).__name__}")
+
+
+def check_int(value: Any, name: str, low: int, high: Optional[int] = None,
+              allow_none: bool = False) -> Optional[int]:
+    """An integer in [low, high] (None too when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer{' or None' if allow_none else ''}; "
+                        f"got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {bound}; got {value}")
+    return int(value)
+
+
+def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> Optional[float]:
+    """None, or a finite real number (> 0 / >= 0 when asked)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number or None; got {type(value).__name__} {value!r}")
+    x = float(value)
+    if not math.isfinite(x) or (positive and x <= 0) or (nonneg and x < 0):
+        want = "> 0" if positive else ">= 0" if nonneg else "finite"
+        raise ValueError(f"{name} must be a finite number {want if want != 'finite' else ''}".rstrip()
+                         + f"; got {value!r}")
+    return x
+
+
+def param_dtype(params: Params) -> np.dtype:
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params must hold at least one array; got an empty pytree")
+    for i, leaf in enumerate(leaves):
+        kind = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)).kind
+        if kind != "f" and str(getattr(leaf, "dtype", "")) != "bfloat16":
+            raise TypeError(f"params must hold floating-point arrays; leaf {i} has dtype "
+                            f"{getattr(leaf, 'dtype', type(leaf).__name__)}")
+    return np.dtype(jnp.result_type(*leaves))
+
+
+def check_data(loss: Any, X: Any, Y: Any, names=("X", "Y")) -> tuple[Any, Any]:
+    """X, Y as real arrays with the same number of examples (last axis),
+    finite, and shaped for `loss.net` when the loss is an fgd Loss."""
+    nx, ny = names
+    X = validation.as_data(X, nx)
+    Y = validation.as_data(Y, ny)
+    if isinstance(loss, Loss):
+        net = loss.net
+        net.check_input(X, nx)
+        if Y.ndim != 2 or Y.shape[0] != net.out_dim:
+            raise ValueError(f"{ny} must have shape ({net.out_dim}, m) for a model with "
+                             f"{net.out_dim} outputs (one column per example); got shape {tuple(Y.shape)}")
+    if X.shape[-1] != Y.shape[-1]:
+        raise ValueError(f"{nx} and {ny} must have the same number of examples (last axis); "
+                         f"got shapes {tuple(X.shape)} and {tuple(Y.shape)}")
+    validation.check_finite(X, nx)
+    validation.check_finite(Y, ny)
+    return X, Y
+
+
+def check_history(history: Any, has_validation: bool) -> tuple:
+    if isinstance(history, str) or not all(isinstance(h, str) for h in history):
+        raise TypeError(f"history must be a tuple of names from {HISTORY_NAMES}; got {history!r}")
+    unknown = [h for h in history if h not in HISTORY_NAMES]
+    if unknown:
+        raise ValueError(f"history names must be among {HISTORY_NAMES}; got unknown {unknown}")
+    names = set(history) | {"loss"} | ({"val_loss"} if has_validation else set())
+    if "val_loss" in names and not has_validation:
+        raise ValueError("history 'val_loss' needs validation=(Xv, Yv)")
+    return tuple(h for h in HISTORY_NAMES if h in names)
+
+
+class Setup(NamedTuple):
+    """A checked fit call, ready to compile: static spec, traced knobs, data."""
+
+    spec: Spec
+    knobs: Knobs
+    data: Data
+    dtype: np.dtype
+    m: int
+
+
+def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goal, *,
+            validation_data, patience, min_grad, time_limit, history) -> Setup:
+    """Every boundary check of `fit`/`sweep`, then the data cast to the params'
+    dtype and laid out for the mode. Nothing is traced here."""
+    check_loss(loss)
+    if isinstance(loss, Loss):
+        validation.check_params(loss.net, params)
+    dtype = param_dtype(params)
+    X, Y = check_data(loss, X, Y)
+    m = int(X.shape[-1])
+    check_int(epochs, "epochs", 0)
+    batch_size = check_int(batch_size, "batch_size", 1, m, allow_none=True)
+    check_key(key)
+    goal = check_real(goal, "goal")
+    min_grad = check_real(min_grad, "min_grad", nonneg=True)
+    check_real(time_limit, "time_limit", positive=True)
+    Xv = Yv = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError(f"validation must be a pair (Xv, Yv); got {type(validation_data).__name__}")
+        Xv, Yv = check_data(loss, *validation_data, names=("Xv", "Yv"))
+    patience = check_int(patience, "patience", 1, allow_none=True)
+    if patience is not None and Xv is None:
+        raise ValueError("patience needs validation=(Xv, Yv): it counts epochs without a "
+                         "lower validation loss")
+    names = check_history(history, Xv is not None)
+
+    cast = lambda a: None if a is None else jnp.asarray(a, dtype)
+    X, Y, Xv, Yv = map(cast, (X, Y, Xv, Yv))
+    if batch_size is not None:
+        X, Y = examples_first(X), examples_first(Y)
+    spec = Spec(loss if _hashable(loss) else Static(loss), Static(optimizer), factory, batch_size,
+                1 if batch_size is None else m // batch_size,
+                CAPACITY_FULL if batch_size is None else CAPACITY_MINI, names,
+                goal is not None, min_grad is not None, patience is not None)
+    sdt = tree.scalar_dtype(params)
+    knobs = Knobs(jnp.int32(0), jnp.int32(0),
+                  jnp.asarray(-np.inf if goal is None else goal, sdt),
+                  jnp.asarray(-1.0 if min_grad is None else min_grad, sdt),
+                  jnp.int32(0 if patience is None else patience))
+    return Setup(spec, knobs, Data(X, Y, Xv, Yv, key), dtype, m)
+
+
+def _hashable(obj: Any) -> bool:
+    if isinstance(obj, Loss):
+        return True
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return not isinstance(obj, (list, dict, set))
+
+
+@jax.jit
+def examples_first(X: Array) -> Array:
+    """(..., m) -> (m, ...): one contiguous row per example, for batch gathers."""
+    return jnp.moveaxis(X, -1, 0)
+
+
+# --- fit ---------------------------------------------------------------------------
+class FitResult(NamedTuple):
+    """What `fit` returns.
+
+    Attributes:
+      params: the trained params (same structure and dtypes as given); see
+        `fit` for which params a stopped run returns.
+      opt_state: the optimizer's own state, as its `init` made it, at the same point.
+      history: name -> numpy array with one value per epoch run
+        ("loss" always; "val_loss", "grad_norm", "lr" when recorded).
+      epochs: epochs run, `len(history["loss"])`.
+      stop_reason: "epochs", "goal", "min_grad", "patience", "time_limit"
+        or "nonfinite".
+      updates: optimizer updates applied during the run.
+      nonfinite_epoch: the epoch whose loss was NaN/Inf, else None.
+      best_epoch: with patience, the epoch of the lowest validation loss.
+      seconds: wall time of the call, compilation included.
+    """
+
+    params: Params
+    opt_state: OptState
+    history: dict
+    epochs: int
+    stop_reason: str
+    updates: int
+    nonfinite_epoch: Optional[int]
+    best_epoch: Optional[int]
+    seconds: float
+
+
+def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 1000,
+        batch_size: Optional[int] = None, key: PRNGKey = jax.random.key(0),
+        goal: Optional[float] = None, *, validation: Optional[tuple] = None,
+        patience: Optional[int] = None, min_grad: Optional[float] = None,
+        time_limit: Optional[float] = None, progress: Optional[bool] = None,
+        history: tuple = ("loss",)) -> FitResult:
+    """Train `params` on (X, Y) with `opt`, many epochs per device call.
+
+    Modes:
+      - `batch_size=None`: full batch, one update per epoch. `history["loss"][k]`
+        is the loss at the params epoch k's update starts from (the value
+        computed with its gradient); "grad_norm" and "val_loss" are taken at
+        the same params. The stopping rules decide before the update, so a
+        run stopped by `goal` ends with `history["loss"][-1] <= goal` and
+        `updates == epochs - 1`, and an unstopped run of E epochs makes
+        exactly E updates.
+      - `batch_size=k` (1 for stochastic GD): `m // k` updates per epoch on
+        batches taken in the order `jax.random.permutation(fold_in(key, epoch), m)`,
+        a pure function of (key, epoch); the `m % k` examples at the end of
+        that order are left out of the epoch (a different few each epoch;
+        never a ragged batch, so never a retrace). `history["loss"][k]` is the
+        mean of epoch k's batch losses, each taken at the params of its own
+        update; "grad_norm" the mean of the batch gradients' global norms;
+        "val_loss" is taken at the params the epoch ends with; "lr" is the rate
+        of the epoch's first update. The rules decide after the epoch.
+
+    Stopping rules (`result.stop_reason`), checked every epoch on the device
+    in this order:
+      - "nonfinite": the loss is NaN or Inf. fit warns and returns the last
+        params with a finite loss (full batch: those of epoch k - 1; mini-batch:
+        those the failing epoch k started from, the epoch being undone), with
+        their optimizer state; `result.nonfinite_epoch = k`.
+      - "goal": the loss is <= goal.
+      - "min_grad": the gradient's global norm is <= min_grad (MATLAB's min_grad).
+      - "patience": `patience` epochs in a row without a validation loss
+        strictly below the best so far; returns the params of the best epoch
+        (`result.best_epoch`) with the current optimizer state.
+      - "epochs": `epochs` epochs ran. "time_limit": `time_limit` seconds
+        (compilation included) passed; checked at chunk ends, and chunks are
+        sized to end near it.
+
+    Args:
+      loss: `loss(params, X, Y) -> scalar`; an `fgd.Loss` also gets its shapes
+        checked against `loss.net` (any other callable skips those checks).
+      params: the initial params (not modified); their dtype is kept, and the
+        data are cast to it.
+      opt: an optimizer (`init`/`update`, fgd's or optax's); `value=loss` is
+        passed to an `update` that takes it.
+      X, Y: data, examples along the last axis (X (n_x, m) or images (C, H, W, m)).
+      epochs: at most this many epochs (>= 0).
+      batch_size: None, or an integer in [1, m].
+      key: a PRNG key; the mini-batch order depends on it and the epoch only.
+      goal: stop once the loss is <= goal.
+      validation: (Xv, Yv) to report "val_loss" each epoch (needed by patience).
+      patience: an integer >= 1 (see above).
+      min_grad: a number >= 0 (see above).
+      time_limit: seconds > 0.
+      progress: a tqdm bar per chunk; None shows it when stderr is a terminal.
+      history: names among ("loss", "val_loss", "grad_norm", "lr") to record;
+        "loss" always, "val_loss" whenever validation is given. "lr" is
+        `fgd.current_lr` of the state the update starts from.
+
+    Returns:
+      A `FitResult`.
+
+    Raises:
+      ValueError, TypeError: a bad argument, named, before anything is traced.
+    """
+    check_optimizer(opt)
+    setup = prepare(loss, opt, False, params, X, Y, epochs, batch_size, key, goal,
+                    validation_data=validation, patience=patience, min_grad=min_grad,
+                    time_limit=time_limit, history=history)
+    if "lr" in setup.spec.history:
+        _check_lr_state(opt.init(params))
+    carry = init_carry(setup.spec, params, opt.init(params))
+    run = lambda c, knobs: compiled_chunk(setup.spec, c, setup.data, knobs)
+    out = drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
+                time_limit=time_limit, progress=progress, replay=batch_size is None)
+    return finish(out, setup.spec.history)
+
+
+def _check_lr_state(state: OptState) -> None:
+    try:
+        current_lr(state)
+    except ValueError as e:
+        raise ValueError(f"history 'lr' needs an optimizer whose state records its rate: {e}") from None
+
+
+def stop_reason(code: int, timed_out: bool) -> str:
+    if code:
+        return STOP_REASONS[code]
+    return "time_limit" if timed_out else "epochs"
+
+
+def finish(out: Run, names: tuple) -> FitResult:
+    """Turn a single run's final carry into a FitResult (warning on NaN/Inf)."""
+    c = out.carry
+    code, ran = int(c.stop), int(c.epoch)
+    reason = stop_reason(code, out.timed_out)
+    nonfinite = ran - 1 if reason == "nonfinite" else None
+    if nonfinite is not None:
+        warnings.warn(f"fit: the loss became {out.history['loss'][nonfinite]} in epoch {nonfinite}; "
+                      f"stopped and returned the last params with a finite loss", RuntimeWarning,
+                      stacklevel=3)
+    best = int(c.best[2]) if c.best is not None else None
+    history = out.history or {name: np.zeros(0, tree.scalar_dtype(c.params)) for name in names}
+    return FitResult(c.params, c.opt_state, history,
+                     ran, reason, int(c.updates), nonfinite, best, out.seconds)
