@@ -16,6 +16,7 @@ optax's) and is what a training step should use.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -134,20 +135,27 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
 
     Two guarantees beyond optax: the norm is never divided by when the clip
     does not trigger, so a zero gradient with ``max_norm=0`` gives zeros, not
-    0/0 = NaN; and the scale is shrunk by one machine epsilon of each leaf's
-    dtype (a relative 1.2e-7 in float32), so rounding can't push the norm of
-    a clipped update above ``max_norm``.
+    0/0 = NaN; and the scale is shrunk by a bound on its own rounding error
+    (``eps_leaf + (log2(n) + 4) eps_acc`` for n entries summed in the
+    accumulation dtype, about 3e-6 relative for a million float32 entries),
+    so rounding can't push the norm of a clipped update above ``max_norm``.
     """
     check_number("clip_by_global_norm", "max_norm", max_norm, low=0.0)
 
     def update(grads, state, params=None):
         del params
+        leaves = jax.tree.leaves(grads)
         norm = tree.global_norm(grads)
         trigger = norm > max_norm
         scale = max_norm / jnp.where(trigger, norm, 1)
+        # Relative rounding error of the computed norm and scale: a tree
+        # (pairwise) sum of n squares, then sqrt, divide and multiply.
+        size = max(sum(int(np.size(g)) for g in leaves), 1)
+        slack = (math.log2(size) + 4) * float(jnp.finfo(norm.dtype).eps)
 
         def clip(g):
-            margin = 1 - jnp.finfo(g.dtype).eps
+            # ... plus one rounding of each entry to the leaf's dtype.
+            margin = 1 - float(jnp.finfo(g.dtype).eps) - slack
             acc = tree.accumulation_dtype(g.dtype)
             clipped = (g.astype(acc) * (scale * margin).astype(acc)).astype(g.dtype)
             return jnp.where(trigger, clipped, g)
