@@ -161,28 +161,6 @@ def surfaces(config: Config, dtype):
 
 
 # --- digits -------------------------------------------------------------------
-def train_digits(opt, params, loss, X, Y, epochs, batch_size, key):
-    """Mini-batch training; the mean mini-batch loss per epoch."""
-    m = X.shape[1]
-    nb = m // batch_size
-
-    def epoch(carry, k):
-        idx = jax.random.permutation(k, m)[: nb * batch_size].reshape(nb, batch_size)
-
-        def step(carry, i):
-            p, s = carry
-            value, grads = jax.value_and_grad(loss)(p, X[:, i], Y[:, i])
-            updates, s = opt.update(grads, s, p)
-            return (fgd.apply_updates(p, updates), s), value
-
-        carry, values = jax.lax.scan(step, carry, idx)
-        return carry, values.mean()
-
-    (params, _), history = jax.jit(lambda c, ks: jax.lax.scan(epoch, c, ks))(
-        (params, opt.init(params)), jax.random.split(key, epochs))
-    return params, np.asarray(history)
-
-
 def digits(config: Config, dtype):
     k_split, k_init, k_batch = jax.random.split(jax.random.key(config.seed), 3)
     d = fgd.data.digits(dtype)
@@ -192,8 +170,9 @@ def digits(config: Config, dtype):
     params0 = net.init(k_init, "he", dtype=dtype)
     histories, rows = {}, []
     for (name, make), lr in zip(OPTIMIZERS.items(), config.digits_lrs):
-        params, history = train_digits(make(lr), params0, loss, split.X_train, split.Y_train,
-                                       config.epochs, config.batch_size, k_batch)
+        result = fgd.fit(loss, params0, make(lr), split.X_train, split.Y_train, epochs=config.epochs,
+                         batch_size=config.batch_size, key=k_batch)
+        params, history = result.params, result.history["loss"]
         accuracy = float(np.mean(np.asarray(net.apply(params, split.X_test)).argmax(0)
                                  == np.asarray(split.Y_test).argmax(0)))
         histories[f"{name} (lr {lr:g})"] = history
