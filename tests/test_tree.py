@@ -1,6 +1,5 @@
 """Pytree arithmetic against numpy and hand-computed values."""
 import chex
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
