@@ -7,6 +7,7 @@ Output layer (the local gradient of SEEDS.md section 2, dZ[L] = dJ/dZ[L]):
 
     canonical pairs (sigmoid + bce, softmax + cross_entropy, identity + sse/mse):
         dZ[L] = (A[L] - Y) * s                  s = 1 for sse, 1/m otherwise
+        (softmax + cross_entropy: (A[L] sum_i Y_i - Y) * s, the same for one-hot Y)
     any other pair:
         dA[L] = dJ/dA[L]                        e.g. (A - Y) * s for sse/mse,
                                                 (-(Y/A) + (1-Y)/(1-A)) / m for bce,
@@ -44,6 +45,10 @@ def output_delta(cost: str, act: Activation, Z: Array, A: Array, Y: Array) -> Ar
     """dZ[L] = dJ/dZ[L] for `cost` after the output activation `act` (n[L], m)."""
     s = losses.data_scale(cost, Y.shape[-1])
     if cost in losses.CANONICAL.get(act.name, ()):
+        if act.name == "softmax":
+            # dJ/dZ = A sum_i(Y_i) - Y per column: A - Y for one-hot (or probability)
+            # columns, but targets in [0, 1] need not sum to 1
+            return (A * jnp.sum(Y, axis=0, keepdims=True) - Y) * s
         return (A - Y) * s
     if cost in ("sse", "mse"):
         dA = (A - Y) * s
