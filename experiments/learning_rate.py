@@ -83,25 +83,25 @@ def main(config: Config) -> dict:
     key = jax.random.key(config.seed)
     runs = fgd.sweep(loss, fgd.sgd, X, Y, init=lambda k: net.init(k, "xavier"),
                      keys=key[None], lrs=rates, epochs=epochs)
-    histories = np.asarray(runs.history["loss"], dtype=float)[0]   # (rates, epochs)
+    histories = np.asarray(runs.history["loss"], dtype=float)[0]   # (rates, epochs), NaN after a stop
+    nonfinite = np.asarray(runs.nonfinite_epoch)[0]                # (rates,), -1 if none
 
     finals = np.array([h[np.isfinite(h)][-1] if np.isfinite(h).any() else np.inf for h in histories])
     ok = np.array([np.isfinite(h).all() for h in histories])
     best = float(finals[ok].min())
     classes = [classify(h, best) for h in histories]
     rows, curves, numbers = [], {}, {"rates": rates, "epochs": epochs, "best_final_loss": best}
-    for lr, h, cls, final in zip(rates, histories, classes, finals):
+    for lr, h, cls, final, bad in zip(rates, histories, classes, finals, nonfinite):
         late = np.diff(h[h.size // 2:])
         rises = float(np.mean(late > 0)) if np.isfinite(late).all() else float("nan")
-        bad = np.flatnonzero(~np.isfinite(h))
         rows.append({"lr": float(lr), "class": cls, "initial loss": float(h[0]),
                      "final loss": float(final) if np.isfinite(h).all() else "non-finite",
                      "late rises %": 100 * rises,
-                     "non-finite at epoch": int(bad[0]) if bad.size else "-"})
+                     "non-finite at epoch": int(bad) if bad >= 0 else "-"})
         curves[f"lr {lr:.3g} ({cls})"] = h
         numbers[f"{lr:.6g}"] = {"class": cls, "final_loss": float(final) if np.isfinite(h).all() else None,
                                 "late_rise_fraction": rises,
-                                "nonfinite_epoch": int(bad[0]) if bad.size else None}
+                                "nonfinite_epoch": int(bad) if bad >= 0 else None}
     numbers["classes"] = classes
     records.print_table(f"learning rates, one fgd.sweep call: 1-16-1 tanh net on sin(3x), mse, "
                         f"full-batch GD, {epochs} epochs", rows)
