@@ -1,4 +1,4 @@
-"""XOR with 2-2-1 and 2-4-1 sigmoid BP nets over many seeds: the 2-4-1 always learns it, the 2-2-1 often sticks at loss ln(2)/2.
+"""XOR with 2-2-1 and 2-4-1 sigmoid BP nets over many seeds: the 2-4-1 nearly always learns it, the 2-2-1 often sticks at loss ln(2)/2.
 
     python -m fgd run xor                # 20 random starts per net, 5,000 epochs
     python -m fgd run xor --full         # 1,000 starts per net, 20,000 epochs
