@@ -208,13 +208,13 @@ def conv2d_backward(A: Array, W: Array, dZ: Array, stride: tuple, pads: tuple,
 
 def max_pool(A: Array, size: tuple, stride: tuple) -> Array:
     """max over each window: (m, H, W, C) -> (m, Ho, Wo, C)."""
-    return lax.reduce_window(A, jnp.asarray(-jnp.inf, A.dtype), lax.max,
+    return lax.reduce_window(A, -jnp.inf, lax.max,   # a Python scalar: jax then knows the monoid (and its gradient)
                              (1, *size, 1), (1, *stride, 1), "VALID")
 
 
 def avg_pool(A: Array, size: tuple, stride: tuple) -> Array:
     """mean over each window: (m, H, W, C) -> (m, Ho, Wo, C)."""
-    total = lax.reduce_window(A, jnp.asarray(0, A.dtype), lax.add,
+    total = lax.reduce_window(A, 0.0, lax.add,
                               (1, *size, 1), (1, *stride, 1), "VALID")
     return total / (size[0] * size[1])
 
