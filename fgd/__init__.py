@@ -33,6 +33,8 @@ __all__ += ["schedules", "sgd", "adagrad", "rmsprop", "adam", "adamw", "current_
 # --- training: make_step, fit, sweep (issue 4) -----------------------------
 from fgd.train import FitResult, fit, make_step
 __all__ += ["FitResult", "fit", "make_step"]
+from fgd.sweep import SweepResult, sweep  # the name fgd.sweep is the function
+__all__ += ["SweepResult", "sweep"]
 
 # --- data, plots, checkpoint, parallel, conv ------------------------------
 from fgd import data  # plots is imported on its own: matplotlib is optional

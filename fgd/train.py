@@ -192,9 +192,9 @@ class Spec(NamedTuple):
     n_batches: int             # updates per epoch
     capacity: int              # history rows per chunk
     history: tuple             # names recorded, from HISTORY_NAMES
-    goal: bool
     min_grad: bool
     patience: bool
+    batched: bool = False      # a leading axis of runs (fgd.sweep)
 
     def build_optimizer(self, hparams):
         return self.optimizer.obj(hparams) if self.factory else self.optimizer.obj
@@ -265,7 +265,7 @@ def _patience(m: Metrics, k: Knobs) -> Array:
 #: In priority order; "epochs" and "time_limit" are decided on the host.
 STOP_RULES = (
     (1, "nonfinite", lambda s: True, _nonfinite),
-    (2, "goal", lambda s: s.goal, _goal),
+    (2, "goal", lambda s: True, _goal),                 # goal=None is -inf: never
     (3, "min_grad", lambda s: s.min_grad, _min_grad),
     (4, "patience", lambda s: s.patience, _patience),
 )
@@ -300,14 +300,14 @@ def _record(spec: Spec, loss: Array, grad_norm, val, lr) -> dict:
     return {name: values[name] for name in spec.history}
 
 
-def full_batch_epoch(spec: Spec, step, loss_fn, c: Carry, data: Data, knobs: Knobs):
+def full_batch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs):
     """One update on all of X. Every figure is taken at the params the update
     starts from, and the rules decide before the update: a stopped epoch
     keeps its params (the best ones after running out of patience; after a
     non-finite loss `drive` replays the chunk up to the epoch before)."""
     params, state, value, grads = step(c.params, c.opt_state, data.X, data.Y)
     gnorm = tree.global_norm(grads) if spec.min_grad or "grad_norm" in spec.history else None
-    val = loss_fn(c.params, data.Xv, data.Yv) if data.Xv is not None else None
+    val = val_fn(c.params, data.Xv, data.Yv) if data.Xv is not None else None
     lr = current_lr(c.opt_state) if "lr" in spec.history else None
     best, best_epoch = _track_best(spec, c, val, c.params, c.epoch)
     code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch), knobs)
@@ -318,7 +318,7 @@ def full_batch_epoch(spec: Spec, step, loss_fn, c: Carry, data: Data, knobs: Kno
     return carry, _record(spec, value, gnorm, val, lr)
 
 
-def minibatch_epoch(spec: Spec, step, loss_fn, c: Carry, data: Data, knobs: Knobs):
+def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs):
     """`n_batches` updates on batches of `batch_size` examples in the order
     `permutation(fold_in(key, epoch), m)`; the last `m % batch_size` examples
     of that order are left out. The rules decide after the epoch, on the
@@ -339,7 +339,7 @@ def minibatch_epoch(spec: Spec, step, loss_fn, c: Carry, data: Data, knobs: Knob
     (params, state), (values, gnorms) = jax.lax.scan(batch_step, (c.params, c.opt_state), batches)
     value = jnp.mean(values)
     gnorm = jnp.mean(gnorms) if want_norm else None
-    val = loss_fn(params, data.Xv, data.Yv) if data.Xv is not None else None
+    val = val_fn(params, data.Xv, data.Yv) if data.Xv is not None else None
     lr = current_lr(c.opt_state) if "lr" in spec.history else None
     best, best_epoch = _track_best(spec, c, val, params, c.epoch)
     code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch), knobs)
@@ -355,28 +355,44 @@ def minibatch_epoch(spec: Spec, step, loss_fn, c: Carry, data: Data, knobs: Knob
 def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None):
     """Epochs `carry.epoch .. knobs.end - 1` (or until a rule stops) in one
     `lax.while_loop`. Returns the new carry and `{name: (capacity,)}` history
-    rows, row i for epoch `knobs.start + i` (NaN past the last epoch run)."""
-    optimizer = spec.build_optimizer(hparams)
-    loss_fn = spec.loss_fn()
-    step = train_step(loss_fn, optimizer)
-    if data.Xv is not None:
-        loss_fn = fuse_small_dots(loss_fn)
-    epoch_fn = full_batch_epoch if spec.batch_size is None else minibatch_epoch
-    dtype = tree.scalar_dtype(carry.params)
-    rows = {name: jnp.full((spec.capacity,), jnp.nan, dtype) for name in spec.history}
+    rows, row i for epoch `knobs.start + i` (NaN past the last epoch run).
 
-    def cond(state):
-        c, _ = state
+    With `spec.batched` (`fgd.sweep`) the carry, `hparams` and `knobs.end`
+    have a leading axis of runs: the epoch body is vmapped, the loop runs
+    while any run is active and a finished run keeps its carry. Active runs
+    are always at the same epoch, so they share the history column.
+    """
+    loss_fn = spec.loss_fn()
+    val_fn = fuse_small_dots(loss_fn) if data.Xv is not None else None
+    epoch_fn = full_batch_epoch if spec.batch_size is None else minibatch_epoch
+
+    def epoch(c, h):
+        step = train_step(loss_fn, spec.build_optimizer(h))
+        return epoch_fn(spec, step, val_fn, c, data, knobs)
+
+    if spec.batched:
+        epoch = jax.vmap(epoch)
+    dtype = tree.scalar_dtype(carry.params)
+    runs = carry.epoch.shape                                # () or (R,)
+    rows = {name: jnp.full(runs + (spec.capacity,), jnp.nan, dtype) for name in spec.history}
+
+    def active(c):
         return (c.epoch < knobs.end) & (c.stop == 0)
 
     def body(state):
         c, rows = state
-        new, record = epoch_fn(spec, step, loss_fn, c, data, knobs)
+        new, record = epoch(c, hparams)
         i = c.epoch - knobs.start
-        rows = {name: rows[name].at[i].set(record[name].astype(dtype)) for name in rows}
+        if spec.batched:
+            on = active(c)
+            i = jnp.max(jnp.where(on, i, 0))
+            new = jax.tree.map(lambda a, b: jnp.where(on.reshape(runs + (1,) * (a.ndim - 1)), a, b),
+                               new, c)
+            record = {name: jnp.where(on, v, jnp.nan) for name, v in record.items()}
+        rows = {name: rows[name].at[..., i].set(record[name].astype(dtype)) for name in rows}
         return new, rows
 
-    return jax.lax.while_loop(cond, body, (carry, rows))
+    return jax.lax.while_loop(lambda state: jnp.any(active(state[0])), body, (carry, rows))
 
 
 #: The compiled chunk, cached by jax.jit on (spec, shapes and dtypes). The
@@ -463,9 +479,9 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
             # stopped in epoch k = epoch - 1; epochs start .. k - 2 lead to p[k - 1]
             to = np.where(failed, np.asarray(carry.epoch) - 2, start)
             again, _ = run(base, knobs._replace(start=jnp.int32(start), end=jnp.asarray(to, jnp.int32)))
-            params, state = tree.tree_where(jnp.asarray(failed), (again.params, again.opt_state),
-                                            (carry.params, carry.opt_state)) if failed.ndim else (
-                                                again.params, again.opt_state)
+            pick = lambda a, b: jnp.where(failed.reshape(failed.shape + (1,) * (a.ndim - failed.ndim)), a, b)
+            params, state = jax.tree.map(pick, (again.params, again.opt_state),
+                                         (carry.params, carry.opt_state))
             carry = carry._replace(params=params, opt_state=state)
     finally:
         if bar is not None:
@@ -604,7 +620,7 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     spec = Spec(loss if _hashable(loss) else Static(loss), Static(optimizer), factory, batch_size,
                 1 if batch_size is None else m // batch_size,
                 CAPACITY_FULL if batch_size is None else CAPACITY_MINI, names,
-                goal is not None, min_grad is not None, patience is not None)
+                min_grad is not None, patience is not None)
     sdt = tree.scalar_dtype(params)
     knobs = Knobs(jnp.int32(0), jnp.int32(0),
                   jnp.asarray(-np.inf if goal is None else goal, sdt),

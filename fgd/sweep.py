@@ -1,0 +1,178 @@
+"""`sweep`: many trainings of one architecture in one compiled program.
+
+A sweep trains a grid of configurations, initialisations (one per key, or
+given stacked params) times learning rates, with `jax.vmap` over fit's own
+compiled chunk (`fgd.train.run_chunk`): the same epoch body, the same
+stopping rules, the same history, run for every configuration at once::
+
+    runs = fgd.sweep(loss, fgd.sgd, X, Y, init=lambda k: net.init(k, "uniform"),
+                     keys=jax.random.split(key, 64), lrs=[0.01, 0.05], epochs=20_000)
+    runs.history["loss"]        # (64, 2, 20_000)
+    runs.params[0]["W"]         # (64, 2, 8, 3)
+
+Learning-rate sweeps, initialisation comparisons and random restarts (SEEDS.md
+section 4: different starts reach different optima) are one device program
+each. Every configuration stops on its own (goal, min_grad, patience,
+nonfinite) exactly as `fgd.fit` would stop it: `vmap` of the chunk's
+`while_loop` keeps running only the configurations whose condition holds.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fgd import train, tree
+from fgd.base import Params, PRNGKey
+
+
+class SweepResult(NamedTuple):
+    """What `sweep` returns; every array has the grid's leading axes (I, R):
+    I initialisations (keys or stacked params), R learning rates.
+
+    Attributes:
+      params: the trained params, each leaf (I, R, ...).
+      opt_state: the optimizers' states, each leaf (I, R, ...).
+      history: name -> (I, R, E) numpy array, E the most epochs any run ran;
+        entries after a run stopped are NaN.
+      epochs: (I, R) int, epochs each run ran (its history length).
+      stop_reason: (I, R) str array, one of fit's reasons per run.
+      updates: (I, R) int, optimizer updates each run applied.
+      nonfinite_epoch: (I, R) int, the epoch of a NaN/Inf loss, -1 if none.
+      final_loss: (I, R), the last loss each run recorded.
+      seconds: wall time of the call, compilation included.
+    """
+
+    params: Params
+    opt_state: Any
+    history: dict
+    epochs: np.ndarray
+    stop_reason: np.ndarray
+    updates: np.ndarray
+    nonfinite_epoch: np.ndarray
+    final_loss: np.ndarray
+    seconds: float
+
+
+def _stacked_params(init: Any, keys: Optional[PRNGKey]) -> tuple[Params, int]:
+    """(params with a leading axis I, I) from `init(key)` over `keys` or stacked params."""
+    if callable(init):
+        if keys is None:
+            raise ValueError("keys must be given when init is a function key -> params "
+                             "(e.g. keys=jax.random.split(key, 16))")
+        keys = jnp.asarray(keys) if not hasattr(keys, "dtype") else keys
+        if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) or keys.ndim != 1:
+            raise TypeError(f"keys must be a 1-D array of PRNG keys such as "
+                            f"jax.random.split(key, 16); got {train.validation._describe(keys)}")
+        return jax.vmap(init)(keys), int(keys.shape[0])
+    if keys is not None:
+        raise ValueError("keys is only for an init function; stacked params already hold the inits")
+    leaves = jax.tree.leaves(init)
+    if not leaves or any(np.ndim(x) < 1 for x in leaves):
+        raise TypeError("init must be a function key -> params or params stacked along a "
+                        "leading axis (one entry per initialisation)")
+    sizes = {int(np.shape(x)[0]) for x in leaves}
+    if len(sizes) != 1:
+        raise ValueError(f"stacked params must share their leading axis; got sizes {sorted(sizes)}")
+    return jax.tree.map(jnp.asarray, init), sizes.pop()
+
+
+def _rates(make_opt: Any, lrs: Optional[Sequence[float]]) -> tuple[bool, np.ndarray]:
+    """(make_opt is a factory, the rates as floats) after checking them."""
+    is_optimizer = callable(getattr(make_opt, "init", None)) and callable(getattr(make_opt, "update", None))
+    if is_optimizer:
+        if lrs is not None:
+            raise ValueError("lrs needs make_opt to be a function lr -> optimizer such as fgd.sgd; "
+                             "got an optimizer")
+        return False, np.zeros(1)
+    if not callable(make_opt):
+        raise TypeError(f"make_opt must be a function lr -> optimizer (e.g. fgd.sgd) or an "
+                        f"optimizer; got {type(make_opt).__name__}")
+    if lrs is None:
+        raise ValueError("lrs must be given when make_opt is a function lr -> optimizer")
+    rates = np.asarray(lrs)
+    if rates.ndim != 1 or rates.size == 0 or rates.dtype.kind not in "fiu":
+        raise TypeError(f"lrs must be a non-empty 1-D sequence of numbers; got {lrs!r}"[:200])
+    if not np.all(np.isfinite(rates)) or np.any(rates < 0):
+        raise ValueError(f"lrs must be finite numbers >= 0; got {rates}")
+    return True, rates.astype(np.float64)
+
+
+def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
+          keys: Optional[PRNGKey] = None, lrs: Optional[Sequence[float]] = None,
+          epochs: int = 1000, batch_size: Optional[int] = None,
+          key: PRNGKey = jax.random.key(0), goal: Optional[float] = None,
+          validation: Optional[tuple] = None, patience: Optional[int] = None,
+          min_grad: Optional[float] = None, time_limit: Optional[float] = None,
+          progress: Optional[bool] = None, history: tuple = ("loss",)) -> SweepResult:
+    """Train the grid (initialisations x learning rates) in one vmapped program.
+
+    Run (i, r) equals `fgd.fit(loss, params_i, make_opt(lrs[r]), X, Y, ...)`
+    with the same `epochs`, `batch_size`, `key` (so the same batch order in
+    every run), `goal` and other rules; only the summation order of the
+    batched arithmetic can differ, by a few ulps.
+
+    Args:
+      loss: as in `fgd.fit`.
+      make_opt: a function `lr -> optimizer` (e.g. `fgd.sgd`,
+        `lambda lr: fgd.adam(lr, b1=0.8)`), called with a traced rate inside
+        the compiled program; or one optimizer for every run (then no `lrs`).
+      X, Y: data, examples along the last axis, shared by all runs.
+      init: a function `key -> params` (with `keys`), or params stacked along
+        a leading axis of I initialisations.
+      keys: (I,) PRNG keys for `init`, e.g. `jax.random.split(key, 64)`.
+      lrs: R learning rates for `make_opt`.
+      epochs, batch_size, key, goal, validation, patience, min_grad,
+      time_limit, progress, history: as in `fgd.fit`, for every run;
+        `time_limit` stops all runs.
+
+    Returns:
+      A `SweepResult` whose arrays have leading axes (I, R).
+    """
+    factory, rates = _rates(make_opt, lrs)
+    params, n_init = _stacked_params(init, keys)
+    one = jax.tree.map(lambda a: a[0], params)
+    setup = train.prepare(loss, make_opt, factory, one, X, Y, epochs, batch_size, key, goal,
+                          validation_data=validation, patience=patience, min_grad=min_grad,
+                          time_limit=time_limit, history=history)
+    spec, n_rate = setup.spec._replace(batched=True), rates.size
+    n = n_init * n_rate
+    # the grid, flattened init-major: run i * R + r
+    flat = jax.tree.map(lambda a: jnp.repeat(a, n_rate, axis=0), params)
+    hparams = jnp.asarray(np.tile(rates, n_init), tree.scalar_dtype(one))
+    build = spec.build_optimizer
+    states = jax.vmap(lambda p, h: build(h).init(p))(flat, hparams)
+    if "lr" in spec.history:
+        train._check_lr_state(jax.tree.map(lambda a: a[0], states))
+    carry = jax.vmap(functools.partial(train.init_carry, spec))(flat, states)
+    run = lambda c, knobs: train.compiled_chunk(spec, c, setup.data, knobs, hparams)
+    out = train.drive(run, carry, setup.knobs, epochs=epochs, capacity=spec.capacity,
+                      time_limit=time_limit, progress=progress, replay=spec.batch_size is None,
+                      desc="sweep")
+    return _result(out, spec, (n_init, n_rate), epochs)
+
+
+def _result(out: train.Run, spec: train.Spec, grid: tuple, epochs: int) -> SweepResult:
+    c = out.carry
+    grid_of = lambda a: np.asarray(a).reshape(grid + np.shape(a)[1:])
+    codes, ran = grid_of(c.stop), grid_of(c.epoch)
+    dtype = tree.scalar_dtype(jax.tree.map(lambda a: a[0], c.params))
+    history = {name: grid_of(out.history.get(name, np.zeros((ran.size, 0), dtype)))
+               for name in spec.history}
+    reasons = np.vectorize(lambda code, e: train.stop_reason(
+        int(code), bool(out.timed_out and e < epochs)), otypes=[object])(codes, ran).astype(str)
+    nonfinite = np.where(codes == train.NONFINITE, ran - 1, -1)
+    loss = history["loss"]
+    final = (np.take_along_axis(loss, np.maximum(ran - 1, 0)[..., None], axis=-1)[..., 0]
+             if loss.shape[-1] else np.full(grid, np.nan))
+    final = np.where(ran > 0, final, np.nan)
+    if (nonfinite >= 0).any():
+        warnings.warn(f"sweep: {int((nonfinite >= 0).sum())} of {codes.size} runs hit a NaN/Inf "
+                      f"loss; they stopped with their last finite params", RuntimeWarning, stacklevel=3)
+    reshape = lambda tree_: jax.tree.map(lambda a: a.reshape(grid + a.shape[1:]), tree_)
+    return SweepResult(reshape(c.params), reshape(c.opt_state), history, ran, reasons,
+                       grid_of(c.updates), nonfinite, final, out.seconds)

@@ -1,0 +1,128 @@
+"""fgd.sweep against the sequential fits it stands for.
+
+Reference: run (i, r) of a sweep must equal `fgd.fit(loss, init(keys[i]),
+make_opt(lrs[r]), ...)`, history, params, epochs and stop reason; float64,
+tolerance 1e-10 (the batched arithmetic may sum in another order).
+"""
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fgd
+
+F64_TOL = 1e-10
+NET = fgd.MLP((3, 8, 2), hidden="logsig", output="purelin")
+LOSS = fgd.make_loss(NET, "sse")
+KEYS = jax.random.split(jax.random.key(3), 3)
+
+
+def init(key):
+    return NET.init(key, "uniform", dtype=jnp.float64)
+
+
+@pytest.fixture(scope="module")
+def traffic():
+    d = fgd.data.traffic(jnp.float64)
+    X, _ = fgd.data.premnmx(d.X)
+    Y, _ = fgd.data.premnmx(d.Y)
+    return np.asarray(X), np.asarray(Y)
+
+
+def run_of(tree, i, r):
+    return jax.tree.map(lambda a: a[i, r], tree)
+
+
+def assert_run_equals_fit(runs, i, r, fit):
+    n = int(runs.epochs[i, r])
+    assert n == fit.epochs and runs.stop_reason[i, r] == fit.stop_reason
+    assert int(runs.updates[i, r]) == fit.updates
+    np.testing.assert_allclose(runs.history["loss"][i, r, :n], fit.history["loss"], rtol=F64_TOL)
+    assert np.all(np.isnan(runs.history["loss"][i, r, n:]))
+    for a, b in zip(jax.tree.leaves(run_of(runs.params, i, r)), jax.tree.leaves(fit.params)):
+        np.testing.assert_allclose(a, b, rtol=F64_TOL, atol=F64_TOL)
+
+
+@pytest.mark.parametrize("batch_size", [None, 5])
+def test_sweep_equals_sequential_fits(traffic, batch_size):
+    X, Y = traffic
+    lrs = [0.02, 0.05]
+    runs = fgd.sweep(LOSS, fgd.sgd, X, Y, init=init, keys=KEYS, lrs=lrs, epochs=60,
+                     batch_size=batch_size, key=jax.random.key(5))
+    assert runs.history["loss"].shape == (3, 2, 60)
+    assert runs.params[0]["W"].shape == (3, 2, 8, 3)
+    for r, lr in enumerate(lrs):
+        opt = fgd.sgd(lr)                       # one optimizer per rate: one compile each
+        for i, key in enumerate(KEYS):
+            fit = fgd.fit(LOSS, init(key), opt, X, Y, epochs=60, batch_size=batch_size,
+                          key=jax.random.key(5))
+            assert_run_equals_fit(runs, i, r, fit)
+
+
+def test_each_run_stops_on_its_own(traffic):
+    X, Y = traffic
+    lrs = [0.05, 4.0]                           # 4.0 diverges: a non-finite stop
+    goal = 0.25
+    with pytest.warns(RuntimeWarning, match="NaN/Inf"):
+        runs = fgd.sweep(LOSS, fgd.sgd, X, Y, init=init, keys=KEYS, lrs=lrs, epochs=400, goal=goal)
+    reasons = set(runs.stop_reason.ravel())
+    assert "nonfinite" in reasons and ("goal" in reasons or "epochs" in reasons)
+    for r, lr in enumerate(lrs):
+        opt = fgd.sgd(lr)
+        for i, key in enumerate(KEYS):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fit = fgd.fit(LOSS, init(key), opt, X, Y, epochs=400, goal=goal)
+            n = int(runs.epochs[i, r])
+            assert n == fit.epochs and runs.stop_reason[i, r] == fit.stop_reason
+            if fit.stop_reason == "nonfinite":
+                assert runs.nonfinite_epoch[i, r] == fit.nonfinite_epoch
+                # the same last finite params as fit's replay (rounding may differ
+                # only by the batched sums, amplified by the divergence)
+                np.testing.assert_allclose(runs.history["loss"][i, r, : n - 1],
+                                           fit.history["loss"][: n - 1], rtol=1e-6)
+            else:
+                assert_run_equals_fit(runs, i, r, fit)
+                np.testing.assert_allclose(runs.final_loss[i, r], fit.history["loss"][-1], rtol=F64_TOL)
+
+
+def test_stacked_params_and_single_optimizer(traffic):
+    X, Y = traffic
+    stacked = jax.vmap(init)(KEYS)
+    a = fgd.sweep(LOSS, fgd.adam(0.01), X, Y, init=stacked, epochs=40)
+    b = fgd.sweep(LOSS, fgd.adam, X, Y, init=init, keys=KEYS, lrs=[0.01], epochs=40)
+    assert a.history["loss"].shape == (3, 1, 40)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=F64_TOL)
+
+
+def test_second_sweep_does_not_retrace(traffic):
+    X, Y = traffic
+    calls = {"n": 0}
+
+    def loss(params, X, Y):
+        calls["n"] += 1
+        return LOSS(params, X, Y)
+
+    fgd.sweep(loss, fgd.sgd, X, Y, init=init, keys=KEYS, lrs=[0.01, 0.02], epochs=20)
+    traced = calls["n"]
+    fgd.sweep(loss, fgd.sgd, X, Y, init=init, keys=jax.random.split(jax.random.key(9), 3),
+              lrs=[0.03, 0.04], epochs=30, goal=0.1)
+    assert calls["n"] == traced
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(init=init, lrs=[0.1]), ValueError, "keys"),
+    (dict(init=init, keys=KEYS), ValueError, "lrs"),
+    (dict(init=init, keys=KEYS, lrs=[-0.1]), ValueError, "lrs"),
+    (dict(init=init, keys=KEYS, lrs=[[0.1]]), TypeError, "lrs"),
+    (dict(init=init, keys=np.zeros(3), lrs=[0.1]), TypeError, "keys"),
+    (dict(init=[{"W": np.zeros((2, 8, 3)), "b": np.zeros((3, 8, 1))}], lrs=[0.1]), ValueError, "leading axis"),
+    (dict(init=init, keys=KEYS, lrs=[0.1], epochs=-1), ValueError, "epochs"),
+    (dict(init=init, keys=KEYS, lrs=[0.1], batch_size=0), ValueError, "batch_size"),
+])
+def test_bad_arguments_are_named(traffic, kwargs, error, words):
+    X, Y = traffic
+    with pytest.raises(error, match=words):
+        fgd.sweep(LOSS, fgd.sgd, X, Y, **kwargs)
