@@ -163,7 +163,7 @@ def test_float32_params_give_a_float32_loss_and_gradient_with_float64_data():
     loss = fgd.make_loss(net, "bce", l2=0.1, l1=0.01)
     assert loss(p32, X, Y).dtype == jnp.float32
     assert jax.jit(loss)(p32, X, Y).dtype == jnp.float32
-    chex.assert_trees_all_equal_dtypes(jax.grad(loss)(p32, X, Y), p32)
+    chex.assert_trees_all_equal_dtypes(jax.jit(jax.grad(loss))(p32, X, Y), p32)
 
 
 def test_loss_is_frozen_and_hashable():
