@@ -17,6 +17,7 @@ finite differences to ~1e-9; the thresholds are 1e-10 and 1e-6.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -25,6 +26,8 @@ import numpy as np
 
 from fgd.backprop import backprop as fgd_backprop
 from fgd import losses, validation
+
+Array = jax.Array
 
 AUTODIFF_TOL = 1e-10   # hand vs jax.grad, both exact up to rounding in float64
 FD_TOL = 1e-6          # anything vs central differences: O(h^2) + O(eps/h) error
@@ -109,19 +112,29 @@ def _where(path) -> tuple[str, str]:
     return layer, leaf
 
 
+FD_CHUNK = 256  # entries per vmapped call; idx is padded to a multiple, so one trace per leaf
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _central_differences(J: Callable, treedef: Any, i: int, leaves: list, X, Y, idx) -> Array:
+    """(J(theta + h e_k) - J(theta - h e_k)) / 2h for the flat entries idx of leaf i."""
+    def at(k, h):
+        bumped = list(leaves)
+        bumped[i] = leaves[i].reshape(-1).at[k].add(h).reshape(leaves[i].shape)
+        return J(jax.tree_util.tree_unflatten(treedef, bumped), X, Y)
+
+    return jax.vmap(lambda k: (at(k, FD_STEP) - at(k, -FD_STEP)) / (2 * FD_STEP))(idx)
+
+
 def _finite_differences(J: Callable, params: Any, X, Y, entries: list) -> list:
     """Central differences of J at `params`, on the given flat entries of each leaf."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
-
-    def at(i, idx, h):
-        bumped = list(leaves)
-        bumped[i] = leaves[i].reshape(-1).at[idx].add(h).reshape(leaves[i].shape)
-        return J(jax.tree_util.tree_unflatten(treedef, bumped), X, Y)
-
     out = []
     for i, idx in enumerate(entries):
-        fd = jax.jit(jax.vmap(lambda k, i=i: (at(i, k, FD_STEP) - at(i, k, -FD_STEP)) / (2 * FD_STEP)))
-        out.append(np.concatenate([np.asarray(fd(chunk)) for chunk in np.array_split(idx, max(1, len(idx) // 256))]))
+        padded = np.resize(idx, -(-len(idx) // FD_CHUNK) * FD_CHUNK)
+        chunks = [_central_differences(J, treedef, i, leaves, X, Y, c)
+                  for c in padded.reshape(-1, FD_CHUNK)]
+        out.append(np.concatenate([np.asarray(c) for c in chunks])[: len(idx)])
     return out
 
 
