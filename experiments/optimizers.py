@@ -20,7 +20,8 @@ learning rate is tuned on a log grid, and the best one is stated:
   100), which caps plain GD's rate below 0.02, so it crawls off the flat y
   direction. Measured: steps until f < -0.5 (left the saddle).
 - rosenbrock  f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.5, 2): steps until the
-  iterate is within `tol` of (1, 1) and stays there.
+  iterate is first within `tol` of (1, 1), and the step from which it stays
+  there (Adam at a constant rate can circle near the minimum and leave it).
 - wells  three Gaussian wells in a wide bowl, start (-3, 0.3); a shallow well
   lies on the way to the deepest: which well each optimizer ends in, at the
   stated rate `lr` and over the whole grid.
@@ -150,13 +151,14 @@ def surfaces(config: Config, dtype):
         saddle_steps = first_true(np.nan_to_num(f, nan=np.inf) < -0.5)
         R = paths(rosenbrock, opt, jnp.asarray([-1.5, 2.0], dtype), lr_arr, config.steps)
         dist = np.linalg.norm(np.nan_to_num(R, nan=np.inf) - 1.0, axis=-1)
-        rosen_steps = first_settled(dist < config.tol)
+        rosen_steps = first_true(dist < config.tol)
+        rosen_settled = first_settled(dist < config.tol)
         W = paths(wells, opt, jnp.asarray([-3.0, 0.3], dtype),
                   jnp.asarray(np.append(lrs, config.lr), dtype), short)
         end = np.nan_to_num(W[:, -1], nan=np.inf)
         well = np.argmin(np.linalg.norm(end[:, None] - WELL_CENTRES[None], axis=-1), -1)
         well = np.where(np.isfinite(end).all(-1), well, -1)
-        out[name] = dict(saddle=(P, saddle_steps), rosenbrock=(R, rosen_steps), wells=(W, well))
+        out[name] = dict(saddle=(P, saddle_steps), rosenbrock=(R, rosen_steps), rosenbrock_settled=rosen_settled, wells=(W, well))
     return lrs, out
 
 
@@ -208,6 +210,11 @@ def main(config: Config) -> dict:
             tables[surface].append({"optimizer": name, "best lr": lr,
                                     key.replace("_", " "): n if n >= 0 else "never",
                                     "rates that get there": f"{int((steps >= 0).sum())}/{len(lrs)}"})
+            if surface == "rosenbrock":
+                # Adam, at a constant rate, can reach the tolerance and leave it again
+                settled = int(run["rosenbrock_settled"][np.flatnonzero(lrs == lr)[0]]) if n >= 0 else -1
+                numbers[f"rosenbrock_{name}_stays_from"] = settled
+                tables[surface][-1]["stays within tol from"] = settled if settled >= 0 else "never"
             if n >= 0:
                 i = int(np.flatnonzero(lrs == lr)[0])
                 drawn[surface][f"{name}, lr {lr:.2g}"] = P[i, : n + 1]
@@ -225,7 +232,7 @@ def main(config: Config) -> dict:
 
     records.print_table(f"Saddle 50x^2 - y^2 + y^4/4 from (0.3, 0.001): steps until f < -0.5, best rate of {len(lrs)}",
                         tables["saddle"])
-    records.print_table(f"Rosenbrock from (-1.5, 2): steps until within {config.tol:g} of (1, 1) for good, "
+    records.print_table(f"Rosenbrock from (-1.5, 2): steps until within {config.tol:g} of (1, 1), "
                         f"best rate of {len(lrs)}", tables["rosenbrock"])
     records.print_table("Gaussian wells from (-3, 0.3): which well (depths shallow 0.5, middle 0.7, deepest 1.0)",
                         tables["wells"])
