@@ -1,4 +1,4 @@
-"""An MLP on the real 8x8 handwritten digits reaches about 98% held-out test accuracy.
+"""An MLP on the real 8x8 handwritten digits: 97.6% accuracy on a held-out quarter (loss curves, misclassified digits).
 
     python -m fgd run digits                 # CPU, about 10 s
     python -m fgd run digits --full          # a wider net, 100 epochs
@@ -13,7 +13,8 @@ training never sees (the test loss curve is only drawn, never used to choose
 anything). Figures: training and test loss per epoch, and the misclassified
 test digits with their true and predicted labels. results.json holds
 `test_accuracy`, the confusion matrix (rows: true digit, columns: predicted)
-and the per-digit accuracy.
+and the per-digit accuracy. Over split seeds 0-4 this setting gave 97.6%
+to 98.4% (seed 0, the default: 97.6%, 11 of 450 wrong).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Momentum, Nesterov, RMSProp and Adam beat plain gradient descent: a saddle, Rosenbrock's valley, several minima, digits.
+"""Plain gradient descent vs momentum, Nesterov, RMSProp and Adam: a saddle, Rosenbrock's valley, three wells, digits.
 
     python -m fgd run optimizers            # CPU, about 20 s
     python -m fgd run optimizers --full     # finer learning-rate grid, longer runs
@@ -29,6 +29,18 @@ learning rate is tuned on a log grid, and the best one is stated:
 Then the same optimizers train an MLP 64-64-10 (relu, softmax, He init) on
 the 8x8 digits with mini-batches, at rates picked beforehand on the training
 loss (`digits_lrs`, stated in the table): loss curves and test accuracy.
+
+What the default run shows (float32, CPU), each at its best rate of the grid:
+leaving the saddle takes gd 195 steps, momentum 36, Nesterov 66, RMSProp
+and Adam 3; reaching 1e-3 of Rosenbrock's minimum takes gd 9,625 steps,
+momentum 858, Nesterov 1,573, Adam 762 (at lr 1, staying there from step
+3,910), RMSProp 9,163 (no better than gd). At lr 0.1 in the wells, gd,
+RMSProp and Adam stop in the shallow well on the way, momentum and Nesterov
+roll on into the deepest. On digits after 10 epochs: training loss gd 0.069,
+momentum 0.024, Nesterov 0.022, RMSProp 0.022, Adam 0.030; test accuracy
+95.1% against 96.7-97.1%. So momentum (and, on digits and Rosenbrock, Adam)
+improve on plain gradient descent; RMSProp and Adam are not better at
+everything.
 """
 from __future__ import annotations
 
