@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 EXPERIMENTS_DIR = Path(os.environ.get("FGD_EXPERIMENTS", Path(__file__).resolve().parent.parent / "experiments"))
-NOT_EXPERIMENTS = {"benchmark", "benchmark_cnn"}
 
 
 class UsageError(Exception):
@@ -42,7 +41,7 @@ def experiment_names() -> list[str]:
         return []
     return sorted(
         p.stem for p in EXPERIMENTS_DIR.glob("*.py")
-        if not p.stem.startswith("_") and p.stem not in NOT_EXPERIMENTS
+        if not p.stem.startswith(("_", "benchmark"))  # benchmarks are scripts, not experiments
     )
 
 
