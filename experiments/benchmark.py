@@ -1,0 +1,311 @@
+"""Training speed of fgd.fit and fgd.sweep against numpy, PyTorch and the machine's roofline.
+
+    python experiments/benchmark.py            # about 2-3 minutes on 2 cores
+    python experiments/benchmark.py --quick    # fewer epochs and samples, under a minute
+
+Three cases, each contender measured side by side in one process: the
+repeats are interleaved (A B C A B C ...) so that load from other processes
+hits all of them alike, and the medians are compared. The first call of each
+contender (compilation included for fgd) is printed as "cold".
+
+- tiny: the seed's 3-8-2 network (sigmoid hidden, identity output) on the 20
+  traffic samples (premnmx-scaled), full-batch gradient descent on sse, lr
+  0.05, float32. fgd.fit vs a hand-written numpy BP loop (targets: >= 12x its
+  epochs/s) and a PyTorch autograd loop (>= 100x), torch.set_num_threads set
+  to the CPU count.
+- medium: a 784-512-512-10 ReLU MLP, softmax cross-entropy, Adam, shuffled
+  mini-batches of 256, one epoch of synthetic samples. fgd.fit vs the
+  roofline (target >= 0.75) and PyTorch (target: faster). Roofline samples/s =
+  (median float32 GEMM FLOP/s of a 2048^3 jax product, measured interleaved
+  with the fits) / (training FLOPs per sample: forward 2P, weight gradients
+  2P, input gradients 2(P - 784*512), P the number of weights).
+- sweep: 64 random starts of the tiny network in one fgd.sweep call vs 64
+  sequential fgd.fit calls (the same optimizer object, so fit compiles once;
+  target: >= 10x).
+
+PyTorch is skipped when it is not installed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import fgd
+import fgd.cli
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Training-speed benchmark: fgd vs numpy, PyTorch and the roofline."""
+
+    quick: bool = False
+    repeats: int = 5                # interleaved repeats per case (medians)
+    tiny_epochs: int = 20_000
+    torch_tiny_epochs: int = 2_000  # PyTorch's loop is ~100x slower: fewer epochs, same rate
+    medium_samples: int = 61_440
+    sweep_configs: int = 64
+    sweep_epochs: int = 20_000
+    seed: int = 0
+
+
+def quick_config(config: Config) -> Config:
+    return dataclasses.replace(config, repeats=3, tiny_epochs=5_000, torch_tiny_epochs=500,
+                               medium_samples=10_240, sweep_epochs=5_000)
+
+
+# --- helpers ---------------------------------------------------------------------------
+def timed(fn: Callable) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def interleave(contenders: dict, repeats: int) -> dict:
+    """{name: fn} -> {name: (cold seconds, [warm seconds...])}, calls interleaved."""
+    cold = {name: timed(fn) for name, fn in contenders.items()}
+    warm = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            warm[name].append(timed(fn))
+    return {name: (cold[name], warm[name]) for name in contenders}
+
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+def block(tree):
+    jax.block_until_ready(tree)
+    return tree
+
+
+# --- tiny: the seed's 3-8-2 network ----------------------------------------------------
+def tiny_data():
+    d = fgd.data.traffic(jnp.float32)
+    X, _ = fgd.data.premnmx(d.X)
+    Y, _ = fgd.data.premnmx(d.Y)
+    return np.asarray(X, np.float32), np.asarray(Y, np.float32)
+
+
+TINY = fgd.MLP((3, 8, 2), hidden="sigmoid", output="identity")
+
+
+def numpy_bp(params, X, Y, lr, epochs):
+    """The seed's MATLAB loop in numpy (SEEDS.md section 8), in place."""
+    W1, b1, W2, b2 = (np.array(params[0]["W"]), np.array(params[0]["b"]),
+                      np.array(params[1]["W"]), np.array(params[1]["b"]))
+    lr = np.float32(lr)
+    for _ in range(epochs):
+        H = 1 / (1 + np.exp(-(W1 @ X + b1)))
+        E = Y - (W2 @ H + b2)
+        D1 = (W2.T @ E) * H * (1 - H)
+        W2 += lr * (E @ H.T)
+        b2 += lr * E.sum(1, keepdims=True)
+        W1 += lr * (D1 @ X.T)
+        b1 += lr * D1.sum(1, keepdims=True)
+    return W1
+
+
+def torch_tiny(torch, params, X, Y, lr, epochs):
+    ps = [torch.tensor(np.asarray(params[l][k]), requires_grad=True) for l in (0, 1) for k in ("W", "b")]
+    W1, b1, W2, b2 = ps
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+    opt = torch.optim.SGD(ps, lr=lr)
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = 0.5 * ((W2 @ torch.sigmoid(W1 @ Xt + b1) + b2 - Yt) ** 2).sum()
+        loss.backward()
+        opt.step()
+    return float(loss)
+
+
+def bench_tiny(config: Config, torch) -> dict:
+    X, Y = tiny_data()
+    loss = fgd.make_loss(TINY, "sse")
+    params = TINY.init(jax.random.key(config.seed), "uniform", dtype=jnp.float32)
+    opt = fgd.sgd(0.05)
+    E, Et = config.tiny_epochs, config.torch_tiny_epochs
+    contenders = {
+        "fgd.fit": lambda: block(fgd.fit(loss, params, opt, X, Y, epochs=E, progress=False).params),
+        "numpy BP loop": lambda: numpy_bp(params, X, Y, 0.05, E),
+    }
+    if torch is not None:
+        contenders["PyTorch"] = lambda: torch_tiny(torch, params, X, Y, 0.05, Et)
+    epochs = {"fgd.fit": E, "numpy BP loop": E, "PyTorch": Et}
+    times = interleave(contenders, config.repeats)
+    rows = {name: {"epochs": epochs[name], "cold_s": cold, "warm_s": statistics.median(warm),
+                   "epochs_per_s": epochs[name] / statistics.median(warm)}
+            for name, (cold, warm) in times.items()}
+    fgd_rate = rows["fgd.fit"]["epochs_per_s"]
+    out = {"rows": rows, "vs_numpy": fgd_rate / rows["numpy BP loop"]["epochs_per_s"]}
+    if torch is not None:
+        out["vs_torch"] = fgd_rate / rows["PyTorch"]["epochs_per_s"]
+    return out
+
+
+# --- medium: 784-512-512-10 with Adam -----------------------------------------------------
+MEDIUM = fgd.MLP((784, 512, 512, 10), hidden="relu", output="softmax")
+
+
+def medium_flops_per_sample(net: fgd.MLP) -> int:
+    P = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))
+    first = net.sizes[0] * net.sizes[1]
+    return 2 * P + 2 * P + 2 * (P - first)
+
+
+def medium_data(m: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((784, m), dtype=np.float32)
+    Y = np.eye(10, dtype=np.float32)[:, rng.integers(0, 10, m)]
+    return X, Y
+
+
+def torch_medium(torch, params, X, Y, epochs=1, batch=256, seed=0):
+    layers = [torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
+              torch.nn.Linear(512, 10)]
+    with torch.no_grad():
+        for lin, p in zip(layers[::2], params):
+            lin.weight.copy_(torch.tensor(np.asarray(p["W"])))
+            lin.bias.copy_(torch.tensor(np.asarray(p["b"])[:, 0]))
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    Xt = torch.tensor(np.ascontiguousarray(X.T))           # (m, 784): rows per example
+    labels = torch.tensor(np.argmax(Y, axis=0))
+    gen = torch.Generator().manual_seed(seed)
+    m = Xt.shape[0]
+    for _ in range(epochs):
+        order = torch.randperm(m, generator=gen)
+        for i in range(m // batch):
+            idx = order[i * batch:(i + 1) * batch]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(Xt[idx]), labels[idx])
+            loss.backward()
+            opt.step()
+    return float(loss)
+
+
+def bench_medium(config: Config, torch) -> dict:
+    m = config.medium_samples
+    X, Y = medium_data(m, config.seed)
+    Xd, Yd = jnp.asarray(X), jnp.asarray(Y)
+    loss = fgd.make_loss(MEDIUM, "cross_entropy")
+    params = MEDIUM.init(jax.random.key(config.seed), "he", dtype=jnp.float32)
+    opt = fgd.adam(1e-3)
+    a = jax.random.normal(jax.random.key(1), (2048, 2048), jnp.float32)
+    b = jax.random.normal(jax.random.key(2), (2048, 2048), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    contenders = {
+        "gemm 2048^3": lambda: block(matmul(a, b)),
+        "fgd.fit": lambda: block(fgd.fit(loss, params, opt, Xd, Yd, epochs=1, batch_size=256,
+                                         progress=False).params),
+    }
+    if torch is not None:
+        contenders["PyTorch"] = lambda: torch_medium(torch, params, X, Y)
+    times = interleave(contenders, max(3, config.repeats - 2))
+    samples = (m // 256) * 256
+    flops = medium_flops_per_sample(MEDIUM)
+    gemm = 2 * 2048 ** 3 / statistics.median(times["gemm 2048^3"][1])
+    rows = {}
+    for name, (cold, warm) in times.items():
+        if name.startswith("gemm"):
+            continue
+        rows[name] = {"samples": samples, "cold_s": cold, "warm_s": statistics.median(warm),
+                      "samples_per_s": samples / statistics.median(warm)}
+    roofline = gemm / flops
+    out = {"rows": rows, "gemm_flops": gemm, "flops_per_sample": flops,
+           "roofline_samples_per_s": roofline,
+           "vs_roofline": rows["fgd.fit"]["samples_per_s"] / roofline}
+    if torch is not None:
+        out["vs_torch"] = rows["fgd.fit"]["samples_per_s"] / rows["PyTorch"]["samples_per_s"]
+    return out
+
+
+# --- sweep: 64 random starts --------------------------------------------------------------
+def bench_sweep(config: Config) -> dict:
+    X, Y = tiny_data()
+    loss = fgd.make_loss(TINY, "sse")
+    n, E = config.sweep_configs, config.sweep_epochs
+    keys = jax.random.split(jax.random.key(config.seed), n)
+    init = lambda k: TINY.init(k, "uniform", dtype=jnp.float32)
+    starts = [init(k) for k in keys]
+    opt = fgd.sgd(0.05)
+
+    def sequential():
+        for p in starts:
+            block(fgd.fit(loss, p, opt, X, Y, epochs=E, progress=False).params)
+
+    contenders = {
+        "fgd.sweep": lambda: block(fgd.sweep(loss, fgd.sgd, X, Y, init=init, keys=keys, lrs=[0.05],
+                                             epochs=E, progress=False).params),
+        f"{n} x fgd.fit": sequential,
+    }
+    times = interleave(contenders, max(2, config.repeats - 3))
+    rows = {name: {"runs": n, "epochs": E, "cold_s": cold, "warm_s": statistics.median(warm),
+                   "run_epochs_per_s": n * E / statistics.median(warm)}
+            for name, (cold, warm) in times.items()}
+    return {"rows": rows, "speedup": rows[f"{n} x fgd.fit"]["warm_s"] / rows["fgd.sweep"]["warm_s"]}
+
+
+# --- report ---------------------------------------------------------------------------------
+def print_table(title: str, rows: dict, rate: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'contender':<16} {'cold s':>9} {'warm s':>9} {rate:>18}")
+    for name, r in rows.items():
+        print(f"  {name:<16} {r['cold_s']:>9.3f} {r['warm_s']:>9.4f} {r[rate]:>18,.0f}")
+
+
+def verdict(label: str, value: float, target: float) -> bool:
+    ok = value >= target
+    print(f"  {label:<34} {value:>9.2f}   target >= {target:g}   {'met' if ok else 'NOT met'}")
+    return ok
+
+
+def main(config: Config) -> dict:
+    if config.quick:
+        config = quick_config(config)
+    torch = torch_or_none()
+    print(f"machine: {os.cpu_count()} CPUs, jax {jax.__version__} backend {jax.default_backend()} "
+          f"({', '.join(str(d) for d in jax.devices())}), "
+          f"PyTorch {torch.__version__ + f' ({torch.get_num_threads()} threads)' if torch else 'not installed'}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    results = {"cpus": os.cpu_count(), "backend": jax.default_backend(),
+               "devices": [str(d) for d in jax.devices()], "torch": torch.__version__ if torch else None}
+    tiny = bench_tiny(config, torch)
+    print_table(f"tiny: 3-8-2 full-batch GD, {config.tiny_epochs} epochs (PyTorch "
+                f"{config.torch_tiny_epochs}), float32", tiny["rows"], "epochs_per_s")
+    medium = bench_medium(config, torch)
+    print_table(f"medium: 784-512-512-10 ReLU, Adam, batches of 256, {medium['rows']['fgd.fit']['samples']} "
+                f"samples", medium["rows"], "samples_per_s")
+    print(f"  roofline: {medium['gemm_flops'] / 1e9:.1f} GFLOP/s (2048^3 GEMM, median) / "
+          f"{medium['flops_per_sample'] / 1e6:.3f} MFLOP per sample = "
+          f"{medium['roofline_samples_per_s']:,.0f} samples/s")
+    sweep = bench_sweep(config)
+    print_table(f"sweep: {config.sweep_configs} random starts of 3-8-2, {config.sweep_epochs} epochs",
+                sweep["rows"], "run_epochs_per_s")
+    print(f"\ntargets (medians; load average now {os.getloadavg()[0]:.1f}):")
+    met = {"tiny_vs_numpy": verdict("tiny: fgd.fit / numpy BP loop", tiny["vs_numpy"], 12)}
+    if torch is not None:
+        met["tiny_vs_torch"] = verdict("tiny: fgd.fit / PyTorch", tiny["vs_torch"], 100)
+    met["medium_vs_roofline"] = verdict("medium: fgd.fit / roofline", medium["vs_roofline"], 0.75)
+    if torch is not None:
+        met["medium_vs_torch"] = verdict("medium: fgd.fit / PyTorch", medium["vs_torch"], 1.0)
+    met["sweep_speedup"] = verdict("sweep: 64 fits / one sweep", sweep["speedup"], 10)
+    results.update(tiny=tiny, medium=medium, sweep=sweep, targets_met=met)
+    return results
+
+
+if __name__ == "__main__":
+    main(fgd.cli.parse_config(Config, sys.argv[1:], prog="python experiments/benchmark.py"))
