@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from fgd.gradcheck import check_gradients
+from fgd.conv import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
 from fgd.models import MLP
 
 M = 6  # examples per check: enough to exercise the 1/m sums, small enough for finite differences
@@ -40,7 +41,8 @@ def _inputs(rng: np.random.Generator, net: Any) -> np.ndarray:
 
 
 def cases() -> Iterator[Case]:
-    """The seeds' networks, every activation and cost, deep nets, penalties."""
+    """The seeds' networks, every activation and cost, deep nets, penalties,
+    and convolutional networks (strides, paddings, max and average pooling)."""
     yield Case("traffic 3-8-2 logsig/purelin", MLP((3, 8, 2), "logsig", "purelin"), "sse")
     yield Case("xor 2-2-1 sigmoid", MLP((2, 2, 1), "sigmoid", "sigmoid"), "bce")
     yield Case("planar 2-4-1 tanh/sigmoid", MLP((2, 4, 1), "tanh", "sigmoid"), "bce")
@@ -51,6 +53,12 @@ def cases() -> Iterator[Case]:
     yield Case("deep 3-4-4-4-4-2 tanh", MLP((3, 4, 4, 4, 4, 2), "tanh", "identity"), "mse")
     yield Case("3-8-2 mse + l2", MLP((3, 8, 2), "sigmoid", "identity"), "mse", l2=0.3)
     yield Case("3-8-2 mse + l1", MLP((3, 8, 2), "sigmoid", "identity"), "mse", l1=0.2)
+    yield Case("cnn conv3 same + maxpool", CNN((2, 6, 6), (Conv(3, 3, padding="same"), MaxPool(2),
+                                                        Flatten(), Dense(3)), "tanh", "softmax"), "cross_entropy")
+    yield Case("cnn conv3 stride 2 valid", CNN((1, 7, 7), (Conv(4, 3, stride=2), Flatten(), Dense(2)),
+                                               "relu", "identity"), "mse", l2=0.1)
+    yield Case("cnn conv2 + avgpool + dense", CNN((3, 6, 6), (Conv(2, 2), AvgPool(2, stride=1), Flatten(),
+                                                           Dense(4), Dense(1)), "sigmoid", "sigmoid"), "bce")
 
 
 def run_check(verbose: bool = False, seed: int = 0) -> bool:
