@@ -39,8 +39,10 @@ __all__ += ["SweepResult", "sweep"]
 # --- data, plots, checkpoint, parallel, conv ------------------------------
 from fgd import data  # plots is imported on its own: matplotlib is optional
 from fgd import checkpoint
+from fgd import parallel
 
 __all__ += ["data"]
 __all__ += ["checkpoint"]
+__all__ += ["parallel"]
 from fgd.conv import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
 __all__ += ["CNN", "Conv", "MaxPool", "AvgPool", "Flatten", "Dense"]
