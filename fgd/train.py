@@ -14,7 +14,9 @@ time limit and size the next chunk. A chunk's length is a traced value, so
 chunking never recompiles; the compiled chunk is cached by `jax.jit` on a
 hashable `Spec` (the `Loss` by value, the optimizer by identity, the modes),
 so a second `fit` with the same loss, optimizer and shapes does not compile
-again. `fgd.sweep` vmaps the same chunk over many configurations.
+again. `fgd.sweep` vmaps the same chunk over many configurations. With
+`checkpoint_dir`, chunks also end on checkpoint epochs and `fgd.resume` saves
+the whole training state after them; `fgd.faults` holds the NaN policies.
 
 Tiny networks. On a 3-8-2 network one epoch is a dozen operations on
 matrices of a few dozen entries, and the cost is per-operation overhead, not
@@ -44,6 +46,7 @@ from fgd.losses import Loss
 from fgd.models import check_key
 from fgd.optimizers import current_lr
 from fgd.transforms import call_update
+from fgd import faults, resume as resuming
 
 #: Largest dot_general (output entries x contracted length) that
 #: `fuse_small_dots` rewrites as multiply + sum; a 3-8-2 net's are <= 480.
@@ -201,6 +204,8 @@ class Spec(NamedTuple):
     history: tuple             # names recorded, from HISTORY_NAMES
     min_grad: bool
     patience: bool
+    skip: bool = False         # nonfinite="skip": epoch loss over finite batches
+    diverge: bool = False      # the divergence guard is on
     batched: bool = False      # a leading axis of runs (fgd.sweep)
     mesh: Any = None           # a Mesh: batches split over its "data" axis (fgd.parallel)
 
@@ -219,6 +224,7 @@ class Knobs(NamedTuple):
     goal: Array      # () float: stop when the loss is <= goal
     min_grad: Array  # () float: stop when the gradient norm is <= min_grad
     patience: Array  # () int32: stop after this many epochs without improvement
+    diverge: Any = None  # () float: stop once loss > diverge * lowest loss so far
 
 
 class Data(NamedTuple):
@@ -241,6 +247,8 @@ class Carry(NamedTuple):
     params: Params    # the params to go on from (or to return once stopped)
     opt_state: OptState
     best: Any         # patience: (params, best val loss, its epoch)
+    low: Any = None   # diverge: () float, the lowest finite loss of the epochs run
+    bad_batch: Any = None  # () int32: first non-finite batch loss of the last epoch (0 if none)
 
 
 class Metrics(NamedTuple):
@@ -251,6 +259,7 @@ class Metrics(NamedTuple):
     grad_norm: Optional[Array]
     val_loss: Optional[Array]
     best_epoch: Optional[Array]
+    low: Optional[Array] = None   # the lowest loss before this epoch (diverge)
 
 
 # --- stopping rules: (code, reason, enabled(spec), hit(metrics, knobs)) ---------
@@ -270,9 +279,14 @@ def _patience(m: Metrics, k: Knobs) -> Array:
     return m.epoch - m.best_epoch >= k.patience
 
 
+def _diverged(m: Metrics, k: Knobs) -> Array:
+    return m.loss > k.diverge * m.low
+
+
 #: In priority order; "epochs" and "time_limit" are decided on the host.
 STOP_RULES = (
     (1, "nonfinite", lambda s: True, _nonfinite),
+    (5, "diverged", lambda s: s.diverge, _diverged),
     (2, "goal", lambda s: True, _goal),                 # goal=None is -inf: never
     (3, "min_grad", lambda s: s.min_grad, _min_grad),
     (4, "patience", lambda s: s.patience, _patience),
@@ -303,6 +317,23 @@ def _track_best(spec: Spec, c: Carry, val: Optional[Array], params: Params, epoc
     return best, best[2]
 
 
+def _lowest(spec: Spec, low: Any, value: Array) -> Any:
+    """The divergence guard's lowest finite loss, `value` included."""
+    if not spec.diverge:
+        return low
+    return jnp.where(jnp.isfinite(value) & (value < low), value.astype(low.dtype), low)
+
+
+def _epoch_loss(spec: Spec, values: Array, params: Params) -> Array:
+    """The mean of an epoch's batch losses; with nonfinite="skip" the mean of
+    the finite ones, NaN when none is or the params are no longer finite."""
+    if not spec.skip:
+        return jnp.mean(values)
+    finite = jnp.isfinite(values)
+    mean = jnp.sum(jnp.where(finite, values, 0)) / jnp.sum(finite)
+    return jnp.where(tree.tree_all_finite(params), mean, jnp.nan)
+
+
 def _record(spec: Spec, loss: Array, grad_norm, val, lr) -> dict:
     values = {"loss": loss, "val_loss": val, "grad_norm": grad_norm, "lr": lr}
     return {name: values[name] for name in spec.history}
@@ -318,11 +349,12 @@ def full_batch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knob
     val = val_fn(c.params, data.Xv, data.Yv) if data.Xv is not None else None
     lr = current_lr(c.opt_state) if "lr" in spec.history else None
     best, best_epoch = _track_best(spec, c, val, c.params, c.epoch)
-    code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch), knobs)
+    code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch, c.low), knobs)
     go = code == 0
     keep = tree.tree_where(code == PATIENCE, best[0], c.params) if spec.patience else c.params
     new_params, new_state = tree.tree_where(go, (params, state), (keep, c.opt_state))
-    carry = Carry(c.epoch + 1, c.updates + go.astype(jnp.int32), code, new_params, new_state, best)
+    carry = Carry(c.epoch + 1, c.updates + go.astype(jnp.int32), code, new_params, new_state, best,
+                  _lowest(spec, c.low, value), c.bad_batch)
     return carry, _record(spec, value, gnorm, val, lr)
 
 
@@ -347,18 +379,19 @@ def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs
         return (params, state), (value, gnorm)
 
     (params, state), (values, gnorms) = jax.lax.scan(batch_step, (c.params, c.opt_state), batches)
-    value = jnp.mean(values)
+    value = _epoch_loss(spec, values, params)
     gnorm = jnp.mean(gnorms) if want_norm else None
     val = val_fn(params, data.Xv, data.Yv) if data.Xv is not None else None
     lr = current_lr(c.opt_state) if "lr" in spec.history else None
     best, best_epoch = _track_best(spec, c, val, params, c.epoch)
-    code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch), knobs)
+    code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch, c.low), knobs)
     finite = code != NONFINITE
     params, state = tree.tree_where(finite, (params, state), (c.params, c.opt_state))
     if spec.patience:
         params = tree.tree_where(code == PATIENCE, best[0], params)
     updates = c.updates + jnp.where(finite, spec.n_batches, 0).astype(jnp.int32)
-    carry = Carry(c.epoch + 1, updates, code, params, state, best)
+    bad = jnp.argmax(~jnp.isfinite(values)).astype(jnp.int32)    # first bad batch, 0 if none
+    carry = Carry(c.epoch + 1, updates, code, params, state, best, _lowest(spec, c.low, value), bad)
     return carry, _record(spec, value, gnorm, val, lr)
 
 
@@ -367,10 +400,11 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
     `lax.while_loop`. Returns the new carry and `{name: (capacity,)}` history
     rows, row i for epoch `knobs.start + i` (NaN past the last epoch run).
 
-    With `spec.batched` (`fgd.sweep`) the carry, `hparams` and `knobs.end`
-    have a leading axis of runs: the epoch body is vmapped, the loop runs
-    while any run is active and a finished run keeps its carry. Active runs
-    are always at the same epoch, so they share the history column.
+    With `spec.batched` (`fgd.sweep`) every carry leaf has a LAST axis of R
+    runs, and `hparams` and `knobs.end` are (R,): the epoch body runs batched
+    (`fgd.sweep.batch_last`), the loop runs while any run is active and a
+    finished run keeps its carry. Active runs are always at the same epoch,
+    so they share the history column; rows are then (R, capacity).
     """
     loss_fn = spec.loss_fn()
     val_fn = fuse_small_dots(loss_fn) if data.Xv is not None else None
@@ -381,7 +415,8 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
         return epoch_fn(spec, step, val_fn, c, data, knobs)
 
     if spec.batched:
-        epoch = jax.vmap(epoch)
+        from fgd.sweep import batch_last              # sweep builds on this module
+        epoch = batch_last(epoch, carry.epoch.shape[0])
     dtype = tree.scalar_dtype(carry.params)
     runs = carry.epoch.shape                                # () or (R,)
     rows = {name: jnp.full(runs + (spec.capacity,), jnp.nan, dtype) for name in spec.history}
@@ -390,19 +425,19 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
         return (c.epoch < knobs.end) & (c.stop == 0)
 
     def body(state):
-        c, rows = state
+        c, rows, i, _ = state                           # i: the history column
         new, record = epoch(c, hparams)
-        i = c.epoch - knobs.start
         if spec.batched:
             on = active(c)
-            i = jnp.max(jnp.where(on, i, 0))
-            new = jax.tree.map(lambda a, b: jnp.where(on.reshape(runs + (1,) * (a.ndim - 1)), a, b),
-                               new, c)
+            new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, c)
             record = {name: jnp.where(on, v, jnp.nan) for name, v in record.items()}
         rows = {name: rows[name].at[..., i].set(record[name].astype(dtype)) for name in rows}
-        return new, rows
+        return new, rows, i + 1, jnp.any(active(new))
 
-    return jax.lax.while_loop(lambda state: jnp.any(active(state[0])), body, (carry, rows))
+    # active runs are at epoch knobs.start when the chunk starts, and move together
+    state = (carry, rows, jnp.int32(0), jnp.any(active(carry)))
+    carry, rows, _, _ = jax.lax.while_loop(lambda state: state[3], body, state)
+    return carry, rows
 
 
 #: XLA:CPU options for the chunk. The YNNPACK fusions that XLA:CPU forms by
@@ -443,7 +478,8 @@ def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:
     if spec.patience:
         best = (params, jnp.full((), jnp.inf, tree.scalar_dtype(params)),
                 zero())
-    return Carry(zero(), zero(), zero(), params, opt_state, best)
+    low = jnp.full((), jnp.inf, tree.scalar_dtype(params)) if spec.diverge else None
+    return Carry(zero(), zero(), zero(), params, opt_state, best, low, zero())
 
 
 # --- the host side: chunks, time, progress --------------------------------------
@@ -470,14 +506,17 @@ def progress_bar(progress: Optional[bool], total: int, desc: str):
 
 def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
           time_limit: Optional[float], progress: Optional[bool], replay: bool,
-          desc: str = "fit") -> Run:
-    """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk.
+          desc: str = "fit", saver: Any = None) -> Run:
+    """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk, from the
+    carry's epoch on. A `saver` (`fgd.resume.Saver`) cuts chunks at checkpoint
+    epochs and saves the state after them.
 
     Chunk lengths grow geometrically from one epoch until a chunk takes about
     `CHUNK_SECONDS` (or what is left of `time_limit`), at most `capacity`.
     The host reads the carry's counters and the history only here; the time
     limit is checked after each chunk. Works for one run and for a vmapped
-    batch of runs (`fgd.sweep`), whose counters and `knobs.end` are arrays.
+    batch of runs (`fgd.sweep`, runs on the last axis of every carry leaf),
+    whose counters and `knobs.end` are then (R,) arrays.
 
     With `replay` (full batch), a run stopped by a non-finite loss in epoch k
     gets the params and state of epoch k - 1 by rerunning the compiled chunk
@@ -487,10 +526,13 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     t0 = time.perf_counter()
     bar = progress_bar(progress, epochs, desc)
     ends = lambda e: jnp.full(np.shape(carry.epoch), e, jnp.int32)
-    chunks, inputs, done, n, timed_out = [], [], 0, 1, False
+    chunks, inputs, n, timed_out = [], [], 1, False
+    done = int(np.max(np.asarray(carry.epoch)))        # > 0 when resumed
     try:
         while done < epochs and not np.all(np.asarray(carry.stop) != 0):
             end = min(epochs, done + n)
+            if saver is not None:
+                end = saver.chunk_end(done, end)
             t_chunk = time.perf_counter()
             inputs = (inputs + [(done, carry)])[-2:]
             carry, rows = run(carry, knobs._replace(start=jnp.int32(done), end=ends(end)))
@@ -498,6 +540,8 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
             ran = epoch_now - done
             chunks.append({name: np.asarray(r)[..., :ran] for name, r in rows.items()})
             done = epoch_now
+            if saver is not None:
+                saver.chunk_done(carry, chunks)
             now = time.perf_counter()
             if bar is not None:
                 bar.update(ran)
@@ -510,12 +554,12 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
             rate = ran / max(now - t_chunk, 1e-9)
             n = int(min(capacity, max(1, min(64 * n, rate * budget))))
         failed = np.asarray(carry.stop) == NONFINITE
-        if replay and failed.any():
+        if replay and failed.any() and inputs:
             start, base = inputs[0]
             # stopped in epoch k = epoch - 1; epochs start .. k - 2 lead to p[k - 1]
             to = np.where(failed, np.asarray(carry.epoch) - 2, start)
             again, _ = run(base, knobs._replace(start=jnp.int32(start), end=jnp.asarray(to, jnp.int32)))
-            pick = lambda a, b: jnp.where(failed.reshape(failed.shape + (1,) * (a.ndim - failed.ndim)), a, b)
+            pick = lambda a, b: jnp.where(failed, a, b)   # runs on the last axis
             params, state = jax.tree.map(pick, (again.params, again.opt_state),
                                          (carry.params, carry.opt_state))
             carry = carry._replace(params=params, opt_state=state)
@@ -638,6 +682,7 @@ class Setup(NamedTuple):
 
 
 def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goal, *,
+            nonfinite: str = "stop", diverge: Optional[float] = None,
             validation_data, patience, min_grad, time_limit, history, mesh=None,
             local_data=False) -> Setup:
     """Every boundary check of `fit`/`sweep`, then the data cast to the params'
@@ -660,6 +705,8 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     goal = check_real(goal, "goal")
     min_grad = check_real(min_grad, "min_grad", nonneg=True)
     check_real(time_limit, "time_limit", positive=True)
+    faults.check_policy(nonfinite)
+    diverge = faults.check_diverge(diverge)
     Xv = Yv = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -680,12 +727,14 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     spec = Spec(loss if _hashable(loss) else Static(loss), Static(optimizer), factory, batch_size,
                 1 if batch_size is None else m // batch_size,
                 CAPACITY_FULL if batch_size is None else CAPACITY_MINI, names,
-                min_grad is not None, patience is not None, mesh=mesh)
+                min_grad is not None, patience is not None,
+                skip=nonfinite == "skip", diverge=diverge is not None, mesh=mesh)
     sdt = tree.scalar_dtype(params)
     knobs = Knobs(jnp.int32(0), jnp.int32(0),
                   jnp.asarray(-np.inf if goal is None else goal, sdt),
                   jnp.asarray(-1.0 if min_grad is None else min_grad, sdt),
-                  jnp.int32(0 if patience is None else patience))
+                  jnp.int32(0 if patience is None else patience),
+                  None if diverge is None else jnp.asarray(diverge, sdt))
     return Setup(spec, knobs, Data(X, Y, Xv, Yv, key), dtype, m)
 
 
@@ -722,6 +771,10 @@ class FitResult(NamedTuple):
       nonfinite_epoch: the epoch whose loss was NaN/Inf, else None.
       best_epoch: with patience, the epoch of the lowest validation loss.
       seconds: wall time of the call, compilation included.
+      nonfinite_batch: mini-batch mode: the batch (index in the epoch's order)
+        of the first NaN/Inf batch loss of `nonfinite_epoch`, else None.
+      skipped: nonfinite="skip": updates skipped for a NaN/Inf gradient.
+      resumed_epoch: the epoch a checkpoint restored the run at, else None.
     """
 
     params: Params
@@ -733,6 +786,9 @@ class FitResult(NamedTuple):
     nonfinite_epoch: Optional[int]
     best_epoch: Optional[int]
     seconds: float
+    nonfinite_batch: Optional[int] = None
+    skipped: int = 0
+    resumed_epoch: Optional[int] = None
 
 
 def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 1000,
@@ -740,7 +796,9 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         goal: Optional[float] = None, *, validation: Optional[tuple] = None,
         patience: Optional[int] = None, min_grad: Optional[float] = None,
         time_limit: Optional[float] = None, progress: Optional[bool] = None,
-        history: tuple = ("loss",), mesh: Any = None, local_data: bool = False) -> FitResult:
+        history: tuple = ("loss",), checkpoint_dir: Any = None,
+        checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
+        nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None, local_data: bool = False) -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
     Modes:
@@ -767,6 +825,8 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         params with a finite loss (full batch: those of epoch k - 1; mini-batch:
         those the failing epoch k started from, the epoch being undone), with
         their optimizer state; `result.nonfinite_epoch = k`.
+      - "diverged" (with `diverge=F`): the loss is > F times the lowest
+        finite loss of the epochs before (full batch: before the update).
       - "goal": the loss is <= goal.
       - "min_grad": the gradient's global norm is <= min_grad (MATLAB's min_grad).
       - "patience": `patience` epochs in a row without a validation loss
@@ -798,6 +858,21 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       history: names among ("loss", "val_loss", "grad_norm", "lr") to record;
         "loss" always, "val_loss" whenever validation is given. "lr" is
         `fgd.current_lr` of the state the update starts from.
+      checkpoint_dir: a directory for `ckpt-<epoch>.npz` files holding the whole
+        training state (`fgd.resume`); None (default) saves nothing.
+      checkpoint_every: an int N: save after every N-th epoch (chunks end
+        there); or a duration such as "30s", "5min": save at the first chunk
+        end that long after the last save. Default "60s". The final state is
+        always saved.
+      resume: True (default): go on from the newest good checkpoint in
+        `checkpoint_dir` (bit-identical to an uninterrupted run); False:
+        delete its checkpoints and start over.
+      keep: checkpoints kept (the newest), an integer >= 1.
+      nonfinite: what a NaN/Inf loss does: "stop" (default; warns), "raise"
+        (`fgd.faults.NonFiniteLossError`, a FloatingPointError naming epoch
+        and batch) or "skip" (mini-batch: skip bad updates; `fgd.faults`).
+      diverge: a factor F > 1: stop with "diverged" once the loss exceeds F
+        times the lowest so far.
       mesh: a `jax.sharding.Mesh` with a "data" axis (`fgd.parallel.data_mesh()`)
         to train data-parallel: every batch is split over the devices, params
         and optimizer state are replicated, and XLA all-reduces the gradient,
@@ -816,8 +891,11 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       ValueError, TypeError: a bad argument, named, before anything is traced.
     """
     check_optimizer(opt)
+    every = resuming.check_args(checkpoint_dir, checkpoint_every, resume, keep)
+    opt = faults.wrap(opt, faults.check_policy(nonfinite))
     key = jax.random.key(0) if key is None else key
     setup = prepare(loss, opt, False, params, X, Y, epochs, batch_size, key, goal,
+                    nonfinite=nonfinite, diverge=diverge,
                     validation_data=validation, patience=patience, min_grad=min_grad,
                     time_limit=time_limit, history=history, mesh=mesh, local_data=local_data)
     if "lr" in setup.spec.history:
@@ -825,10 +903,16 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
     carry = init_carry(setup.spec, params, opt.init(params))
     if mesh is not None:
         carry = parallel.replicate(mesh, carry)
+    saver = resuming.open_saver(checkpoint_dir, every, keep, resume, nonfinite, loss, setup,
+                                params, carry.opt_state, {"goal": goal, "min_grad": min_grad,
+                                "patience": patience, "diverge": diverge})
+    carry = carry if saver is None else saver.start(carry)
     run = lambda c, knobs: compiled_chunk(setup.spec, c, setup.data, knobs)
     out = drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
-                time_limit=time_limit, progress=progress, replay=batch_size is None)
-    return finish(out, setup.spec.history)
+                time_limit=time_limit, progress=progress, replay=batch_size is None,
+                saver=saver)
+    out = out if saver is None else saver.complete(out)
+    return finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
 
 
 def _check_lr_state(state: OptState) -> None:
@@ -844,18 +928,19 @@ def stop_reason(code: int, timed_out: bool) -> str:
     return "time_limit" if timed_out else "epochs"
 
 
-def finish(out: Run, names: tuple) -> FitResult:
+def finish(out: Run, names: tuple, policy: str = "stop", minibatch: bool = False,
+           saver: Any = None) -> FitResult:
     """Turn a single run's final carry into a FitResult (warning on NaN/Inf)."""
     c = out.carry
     code, ran = int(c.stop), int(c.epoch)
     reason = stop_reason(code, out.timed_out)
     nonfinite = ran - 1 if reason == "nonfinite" else None
+    batch = int(c.bad_batch) if nonfinite is not None and minibatch else None
     if nonfinite is not None:
-        warnings.warn(f"fit: the loss became {out.history['loss'][nonfinite]} in epoch {nonfinite}; "
-                      f"stopped and returned the last params with a finite loss", RuntimeWarning,
-                      stacklevel=3)
+        faults.report(out.history["loss"][nonfinite], nonfinite, batch, policy)
     best = int(c.best[2]) if c.best is not None else None
     empty = np.zeros(0, tree.scalar_dtype(c.params))
     history = {name: out.history.get(name, empty) for name in names}
-    return FitResult(c.params, c.opt_state, history,
-                     ran, reason, int(c.updates), nonfinite, best, out.seconds)
+    opt_state, skipped = faults.unwrap(c.opt_state, policy)
+    return FitResult(c.params, opt_state, history, ran, reason, int(c.updates), nonfinite, best,
+                     out.seconds, batch, skipped, None if saver is None else saver.resumed_epoch)
