@@ -798,7 +798,8 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         time_limit: Optional[float] = None, progress: Optional[bool] = None,
         history: tuple = ("loss",), checkpoint_dir: Any = None,
         checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
-        nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None, local_data: bool = False) -> FitResult:
+        nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
+        local_data: bool = False) -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
     Modes:
