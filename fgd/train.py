@@ -206,7 +206,7 @@ class Spec(NamedTuple):
     patience: bool
     skip: bool = False         # nonfinite="skip": epoch loss over finite batches
     diverge: bool = False      # the divergence guard is on
-    batched: bool = False      # a leading axis of runs (fgd.sweep)
+    batched: bool = False      # a last axis of runs on every carry leaf (fgd.sweep)
     mesh: Any = None           # a Mesh: batches split over its "data" axis (fgd.parallel)
 
     def build_optimizer(self, hparams):

@@ -126,3 +126,26 @@ def test_bad_arguments_are_named(traffic, kwargs, error, words):
     X, Y = traffic
     with pytest.raises(error, match=words):
         fgd.sweep(LOSS, fgd.sgd, X, Y, **kwargs)
+
+
+# --- runs on the last axis ---------------------------------------------------------------
+def test_batch_last_equals_vmap():
+    """Every rule of the evaluator, and the vmap fallback (sort, gather), against jax.vmap."""
+    from fgd.sweep import batch_last
+
+    def f(a, b, s):
+        z = jnp.tanh(a @ b + s) * jnp.where(a.sum() > 0, 2.0, 3.0)             # dot, select, bcast
+        t = z.T.reshape(-1)[:5]                                              # transpose, reshape, slice
+        return {"z": jnp.max(z, axis=0), "t": jnp.sort(t), "g": z[jnp.argmax(t) % 2],
+                "c": jnp.float64(1.5)}                                        # an unbatched output
+
+    R = 4
+    keys = jax.random.split(jax.random.key(0), 3)
+    a = jax.random.normal(keys[0], (R, 3, 2), jnp.float64)
+    b = jax.random.normal(keys[1], (R, 2, 4), jnp.float64)
+    s = jax.random.normal(keys[2], (R,), jnp.float64)
+    expected = jax.vmap(f)(a, b, s)
+    got = jax.jit(batch_last(f, R))(*(jnp.moveaxis(x, 0, -1) for x in (a, b, s)))
+    for name in expected:
+        np.testing.assert_allclose(np.moveaxis(np.asarray(got[name]), -1, 0), expected[name],
+                                   rtol=1e-13, atol=1e-13)

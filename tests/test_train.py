@@ -399,3 +399,23 @@ def test_bad_arguments_are_named(traffic, change, error, words):
     with pytest.raises(error, match=words):
         fgd.fit(args.pop("loss"), args.pop("params"), args.pop("opt"), args.pop("X"), args.pop("Y"),
                 epochs=args.pop("epochs", 3), **args)
+
+
+# --- the small-dot rewrite ---------------------------------------------------------------
+@pytest.mark.parametrize("spec, shapes", [
+    ("ij,jk->ik", [(8, 3), (3, 20)]),
+    ("ji,jk->ik", [(3, 8), (3, 20)]),          # transposed lhs, as in W^T dZ
+    ("ij,kj->ik", [(2, 20), (8, 20)]),         # dZ A^T
+    ("bij,bjk->bik", [(4, 2, 3), (4, 3, 5)]),  # batch dims
+    ("ijk,jkl->il", [(2, 3, 4), (3, 4, 5)]),   # two contracting dims
+    ("i,j->ij", [(5,), (6,)]),                 # outer product: nothing contracted
+])
+def test_fuse_small_dots_equals_dot(spec, shapes):
+    from fgd.train import fuse_small_dots
+
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    args = [jax.random.normal(k, s, jnp.float64) for k, s in zip(keys, shapes)]
+    f = lambda *a: jnp.einsum(spec, *a)
+    fused = jax.jit(fuse_small_dots(f))
+    np.testing.assert_allclose(fused(*args), f(*args), rtol=1e-13, atol=1e-13)
+    assert "dot(" not in fused.lower(*args).compile().as_text()
