@@ -223,9 +223,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(code: str, devices: int, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code], env=_env(devices, **env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+def _run_together(jobs: dict, tmp_path: Path) -> dict:
+    """Start every `name: (code, devices, env)` at once; {name: stdout} when all
+    exit 0. The first to fail (or the deadline) kills the others and fails the
+    test with its output: a process left waiting for a dead peer is not the
+    cause. Output goes to files, so a full pipe never blocks a process."""
+    import time
+
+    procs = {}
+    for name, (code, devices, env) in jobs.items():
+        out = open(tmp_path / f"{name}.out", "w+")
+        err = open(tmp_path / f"{name}.err", "w+")
+        procs[name] = (subprocess.Popen([sys.executable, "-c", code], env=_env(devices, **env),
+                                        stdout=out, stderr=err, text=True, cwd=ROOT), out, err)
+    text = lambda f: (f.seek(0), f.read())[1]
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while any(p.poll() is None for p, _, _ in procs.values()):
+            for name, (p, out, err) in procs.items():
+                if p.poll() not in (None, 0):
+                    pytest.fail(_describe(subprocess.CompletedProcess(p.args, p.returncode,
+                                                                      text(out), text(err)), name))
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {TIMEOUT} s; stderr tails: " + "; ".join(
+                    f"{name}: {text(err)[-1500:]}" for name, (_, _, err) in procs.items()))
+            time.sleep(0.2)
+        for name, (p, out, err) in procs.items():
+            if p.returncode != 0:
+                pytest.fail(_describe(subprocess.CompletedProcess(p.args, p.returncode,
+                                                                  text(out), text(err)), name))
+        return {name: text(out) for name, (_, out, _) in procs.items()}
+    finally:
+        for p, out, err in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            out.close()
+            err.close()
 
 
 def test_readme_script_two_processes_equal_one(tmp_path):
@@ -234,25 +268,13 @@ def test_readme_script_two_processes_equal_one(tmp_path):
     code = readme_script() + PRELUDE + DUMP_CODE
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    port = _free_port()
-    procs = [_launch(code, 2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", FGD_NUM_PROCESSES=2,
-                     FGD_PROCESS_ID=i, FGD_TEST_OUT=tmp_path / "two") for i in range(2)]
-    single = _launch(code, 1, FGD_TEST_OUT=tmp_path / "one")
-    outs = []
-    try:
-        for i, proc in enumerate(procs + [single]):
-            stdout, stderr = proc.communicate(timeout=TIMEOUT)
-            proc.stdout_text, proc.stderr_text = stdout, stderr
-            outs.append(stdout)
-    except subprocess.TimeoutExpired:
-        for proc in procs + [single]:
-            proc.kill()
-        pytest.fail(f"process {i} timed out after {TIMEOUT} s")
-    for i, proc in enumerate(procs + [single]):
-        if proc.returncode != 0:
-            pytest.fail(_describe(subprocess.CompletedProcess(proc.args, proc.returncode,
-                                                              proc.stdout_text, proc.stderr_text),
-                                  f"process {i} of {['2 processes'] * 2 + ['1 process']}"))
+    coordinator = f"127.0.0.1:{_free_port()}"
+    jobs = {f"process {i} of 2": (code, 2, dict(JAX_COORDINATOR_ADDRESS=coordinator,
+                                                 FGD_NUM_PROCESSES=2, FGD_PROCESS_ID=i,
+                                                 FGD_TEST_OUT=tmp_path / "two"))
+            for i in range(2)}
+    jobs["single process"] = (code, 1, dict(FGD_TEST_OUT=tmp_path / "one"))
+    outs = list(_run_together(jobs, tmp_path).values())
     assert "processes: 2, devices: 4, loss:" in outs[0]     # the script's own line
     assert "processes: 1, devices: 1, loss:" in outs[2]
     assert [_result(o)["devices"] for o in outs] == [4, 4, 1]
