@@ -25,7 +25,7 @@ A sound checkpoint of another model or optimizer raises
 `CheckpointMismatchError` naming the first leaf that differs; one written
 under another configuration (loss, data, batch size, initial params or
 optimizer state, key, stopping rules) raises `ConfigMismatchError` naming
-the entries that differ. `resume=False` deletes the directory's checkpoints
+the entries that differ (the leaf error names them too). `resume=False` deletes the directory's checkpoints
 and starts over.
 """
 from __future__ import annotations
@@ -207,8 +207,10 @@ class Saver:
                 if int(state["carry"].epoch) != step:
                     raise CheckpointError(f"checkpoint {os.fspath(path)!r}: holds epoch "
                                           f"{int(state['carry'].epoch)}, named {step}")
-            except CheckpointMismatchError:
-                raise
+            except CheckpointMismatchError as err:    # another model, optimizer or rule set
+                diff = _differences(meta.get("config"), self.description)
+                raise CheckpointMismatchError(f"{err}; its configuration differs in: "
+                                              f"{'; '.join(diff) or 'nothing recorded'}") from None
             except (CheckpointError, FileNotFoundError) as err:
                 self._skip(path, err)
                 continue
