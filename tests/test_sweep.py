@@ -149,3 +149,18 @@ def test_batch_last_equals_vmap():
     for name in expected:
         np.testing.assert_allclose(np.moveaxis(np.asarray(got[name]), -1, 0), expected[name],
                                    rtol=1e-13, atol=1e-13)
+
+
+def test_patience_per_run_equals_fit(traffic):
+    X, Y = traffic
+    Xt, Yt, Xv, Yv = X[:, :14], Y[:, :14], X[:, 14:], Y[:, 14:]
+    runs = fgd.sweep(LOSS, fgd.sgd, Xt, Yt, init=init, keys=KEYS[:2], lrs=[0.2], epochs=300,
+                     validation=(Xv, Yv), patience=5, history=("grad_norm",))
+    opt = fgd.sgd(0.2)
+    for i, key in enumerate(KEYS[:2]):
+        fit = fgd.fit(LOSS, init(key), opt, Xt, Yt, epochs=300, validation=(Xv, Yv), patience=5,
+                      history=("grad_norm",))
+        assert_run_equals_fit(runs, i, 0, fit)
+        n = fit.epochs
+        for name in ("val_loss", "grad_norm"):
+            np.testing.assert_allclose(runs.history[name][i, 0, :n], fit.history[name], rtol=F64_TOL)
