@@ -263,16 +263,42 @@ class Saver:
         if due:
             self.save(carry, self.history(chunks))
 
-    def complete(self, out):
+    def complete(self, out, run, knobs, replay: bool):
         """`out` (a train.Run) with the whole history; saves the final state,
         except the failing one of nonfinite="raise"."""
         history = self.history([out.history] if out.history else [])
         carry = out.carry
         failed = int(carry.stop) == NONFINITE
+        if failed and replay and int(carry.epoch) - 1 == self.resumed_epoch:
+            carry = self._reach_back(carry, run, knobs)
+            out = out._replace(carry=carry)
         if not (failed and self.nonfinite == "raise") and \
                 (int(carry.epoch), int(carry.stop)) != self.saved:
             self.save(carry, history)
         return out._replace(history=history)
+
+    def _reach_back(self, carry, run, knobs):
+        """Full batch, NaN/Inf in the first epoch k after a resume: `drive`'s
+        replay cannot reach the params of epoch k - 1 from the resumed state,
+        so replay from the newest older checkpoint up to there instead."""
+        k = int(carry.epoch) - 1
+        for step in reversed([s for s in self.manager.steps() if s < k]):
+            try:
+                state, meta = checkpoint.load(self.manager.path(step), self._like(carry, step),
+                                              max_bytes=self.manager.max_bytes)
+            except (CheckpointError, FileNotFoundError):
+                continue
+            if meta.get("fingerprint") != self.fingerprint:
+                continue
+            end = jax.numpy.int32(k - 1)
+            again, _ = run(state["carry"], knobs._replace(start=jax.numpy.int32(step), end=end))
+            return carry._replace(params=again.params, opt_state=again.opt_state)
+        if k > 0:
+            warnings.warn(f"fit: the loss became non-finite in epoch {k}, the first after the "
+                          f"resume, and no older checkpoint is left to replay epoch {k - 1} "
+                          f"from: returning the params epoch {k} started from",
+                          CheckpointWarning, stacklevel=4)
+        return carry
 
 
 def open_saver(checkpoint_dir: Any, every: Every, keep: int, resume: bool, nonfinite: str,

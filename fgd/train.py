@@ -912,7 +912,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
     out = drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
                 time_limit=time_limit, progress=progress, replay=batch_size is None,
                 saver=saver)
-    out = out if saver is None else saver.complete(out)
+    out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
     return finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
 
 

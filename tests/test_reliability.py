@@ -618,3 +618,23 @@ def test_bad_cli_flags_exit_2_with_one_line(argv, fragment, tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_full_batch_nan_right_after_a_resume_returns_the_last_finite_params(tmp_path):
+    """Full batch: the loss overflows in epoch k; a run resumed at exactly k
+    must still return p[k - 1], as the uninterrupted run does."""
+    X = jax.random.normal(jax.random.key(0), (2, 32), jnp.float32)
+    Y = X[:1] - X[1:]
+    linear = fgd.MLP((2, 1), output="identity")
+    loss, p0 = fgd.make_loss(linear, "sse"), linear.init(jax.random.key(1), "xavier", dtype=jnp.float32)
+    opt = fgd.sgd(0.1)                                   # diverges: float32 overflows
+    with pytest.warns(RuntimeWarning, match="loss became"):
+        free = fgd.fit(loss, p0, opt, X, Y, epochs=500)
+    k = free.nonfinite_epoch
+    assert free.stop_reason == "nonfinite" and 2 < k < 500
+    d = tmp_path / "ckpt"
+    fgd.fit(loss, p0, opt, X, Y, epochs=k, checkpoint_dir=d, checkpoint_every=1)
+    with pytest.warns(RuntimeWarning, match=f"epoch {k}"):
+        again = fgd.fit(loss, p0, opt, X, Y, epochs=500, checkpoint_dir=d)
+    assert again.resumed_epoch == k and again.nonfinite_epoch == k
+    assert_same_run(flat(again), flat(free))
