@@ -1,9 +1,10 @@
 """`sweep`: many trainings of one architecture in one compiled program.
 
 A sweep trains a grid of configurations, initialisations (one per key, or
-given stacked params) times learning rates, with `jax.vmap` over fit's own
-compiled chunk (`fgd.train.run_chunk`): the same epoch body, the same
-stopping rules, the same history, run for every configuration at once::
+given stacked params) times learning rates, through fit's own compiled chunk
+(`fgd.train.run_chunk` with `spec.batched`): the same epoch body, the same
+stopping rules, the same history, run for every configuration at once, with
+the runs on the last axis of every array (`batch_last` below)::
 
     runs = fgd.sweep(loss, fgd.sgd, X, Y, init=lambda k: net.init(k, "uniform"),
                      keys=jax.random.split(key, 64), lrs=[0.01, 0.05], epochs=20_000)
@@ -13,8 +14,8 @@ stopping rules, the same history, run for every configuration at once::
 Learning-rate sweeps, initialisation comparisons and random restarts (SEEDS.md
 section 4: different starts reach different optima) are one device program
 each. Every configuration stops on its own (goal, min_grad, patience,
-nonfinite) exactly as `fgd.fit` would stop it: `vmap` of the chunk's
-`while_loop` keeps running only the configurations whose condition holds.
+nonfinite) exactly as `fgd.fit` would stop it: the chunk's `while_loop` runs
+while any configuration is active, and a stopped one keeps its state.
 """
 from __future__ import annotations
 
@@ -211,7 +212,7 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
           validation: Optional[tuple] = None, patience: Optional[int] = None,
           min_grad: Optional[float] = None, time_limit: Optional[float] = None,
           progress: Optional[bool] = None, history: tuple = ("loss",)) -> SweepResult:
-    """Train the grid (initialisations x learning rates) in one vmapped program.
+    """Train the grid (initialisations x learning rates) in one compiled program.
 
     Run (i, r) equals `fgd.fit(loss, params_i, make_opt(lrs[r]), X, Y, ...)`
     with the same `epochs`, `batch_size`, `key` (so the same batch order in
