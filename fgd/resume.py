@@ -198,7 +198,8 @@ class Saver:
         for step in reversed(steps):
             path = self.manager.path(step)
             try:
-                meta = checkpoint.read_metadata(path, max_bytes=self.manager.max_bytes)
+                header = checkpoint.read_header(path, max_bytes=self.manager.max_bytes)
+                meta = header["metadata"]
                 if meta.get("epoch") != step or not isinstance(meta.get("fingerprint"), str):
                     raise CheckpointError(f"checkpoint {os.fspath(path)!r}: not a fit state of "
                                           f"epoch {step} (metadata {json.dumps(meta)[:120]})")
@@ -220,15 +221,15 @@ class Saver:
                     f"checkpoint {os.fspath(path)!r} was written by a fit with another "
                     f"configuration: {'; '.join(diff) or 'fingerprints differ'}. Use another "
                     f"checkpoint_dir, or resume=False to start over there")
-            self._check_environment(path)
+            self._check_environment(path, header.get("environment"))
             self.prefix = {n: np.asarray(state["history"][n]) for n in self.names}
             self.resumed_epoch, self.saved = step, (step, int(state["carry"].stop))
             return state["carry"]
         return carry
 
-    def _check_environment(self, path: Path) -> None:
+    def _check_environment(self, path: Path, env: Any) -> None:
         import fgd
-        env = checkpoint.read_header(path).get("environment", {})
+        env = env if isinstance(env, dict) else {}
         now = {"fgd": fgd.__version__, "jax": jax.__version__}
         changed = [f"{k} {env.get(k)} -> {v}" for k, v in now.items() if env.get(k) != v]
         if changed:

@@ -638,3 +638,14 @@ def test_full_batch_nan_right_after_a_resume_returns_the_last_finite_params(tmp_
         again = fgd.fit(loss, p0, opt, X, Y, epochs=500, checkpoint_dir=d)
     assert again.resumed_epoch == k and again.nonfinite_epoch == k
     assert_same_run(flat(again), flat(free))
+
+
+def test_time_based_checkpoints_and_version_warning(data, tmp_path, monkeypatch):
+    d = tmp_path / "ckpt"
+    first = train(data, epochs=5, checkpoint_dir=d, checkpoint_every="1e-9s")
+    assert steps(d)[-1] == 5 and first.resumed_epoch is None   # every chunk end is due
+    monkeypatch.setattr(fgd, "__version__", "9.9.9")
+    with pytest.warns(CheckpointWarning, match="across versions"):
+        again = train(data, epochs=8, checkpoint_dir=d)
+    assert again.resumed_epoch == 5
+    assert_same_run(flat(again), flat(train(data, epochs=8)))
