@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import warnings
 from pathlib import Path
 
 import jax
@@ -25,7 +24,7 @@ import pytest
 import fgd
 import fgd.losses
 import fgd.train
-from fgd.checkpoint import CheckpointError, CheckpointMismatchError, CheckpointWarning
+from fgd.checkpoint import CheckpointMismatchError, CheckpointWarning
 from fgd.faults import NonFiniteLossError
 from fgd.resume import ConfigMismatchError
 
