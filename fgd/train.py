@@ -14,7 +14,7 @@ time limit and size the next chunk. A chunk's length is a traced value, so
 chunking never recompiles; the compiled chunk is cached by `jax.jit` on a
 hashable `Spec` (the `Loss` by value, the optimizer by identity, the modes),
 so a second `fit` with the same loss, optimizer and shapes does not compile
-again. `fgd.sweep` vmaps the same chunk over many configurations. With
+again. `fgd.sweep` runs the same chunk for many configurations at once. With
 `checkpoint_dir`, chunks also end on checkpoint epochs and `fgd.resume` saves
 the whole training state after them; `fgd.faults` holds the NaN policies.
 
