@@ -11,7 +11,7 @@ full-batch gradient descent, learning rate 0.05, on the sum of squared errors;
 stop when SSE = sum(E^2) < 1e-3 or after 50,000 epochs. fgd's "sse" cost is
 1/2 sum(E^2), whose gradient is exactly the MATLAB script's update (D2 = E, no
 1/m), so `fgd.sgd(0.05)` on it is that update and the goal passed to fit is
-1e-3 / 2. Runs in float64 (x64 is switched on for this process), as MATLAB does.
+1e-3 / 2. Runs in float64 (x64 is on inside `main`), as MATLAB does.
 
 `--matlab-init` draws W1 = rand(8,3), B1 = rand(8,1), W2 = rand(2,8),
 B2 = rand(2,1) in that order from MATLAB's default generator: MT19937 seeded
@@ -68,7 +68,11 @@ def matlab_rand_params(hidden: int = 8) -> tuple[list, float]:
 
 
 def main(config: Config) -> dict:
-    jax.config.update("jax_enable_x64", True)  # MATLAB computes in double
+    with jax.enable_x64(True):  # MATLAB computes in double
+        return _main(config)
+
+
+def _main(config: Config) -> dict:
     directory = records.experiment_dir(config.out, "traffic")
     data = fgd.data.traffic(dtype=np.float64)
     Xs, x_scaler = fgd.data.premnmx(data.X)    # (3, 20) in [-1, 1]
