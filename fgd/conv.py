@@ -3,10 +3,10 @@
 A `CNN` is a frozen description (input shape, a tuple of layers, activations)
 plus a pytree of parameters, following the model protocol of `fgd.MLP`, so
 `make_loss`, `backprop`, `check_gradients`, `make_step` and `fit` take it as
-they take an MLP. Images are `(C, H, W, m)`, examples last (API.md); inside,
-convolutions and pooling run on `(m, H, W, C)` ("NHWC", the layout XLA's CPU
-and GPU convolutions like) and flattening goes back to the public order, so
-`Flatten` gives the `(C*H*W, m)` columns of `X.reshape(C*H*W, m)`.
+they take an MLP. Images are `(C, H, W, m)`, examples last (API.md), and they
+stay so inside: every layer maps (C, H, W, m) to (C', H', W', m), so `Flatten`
+is the reshape to `(C*H*W, m)` columns and a local gradient is already in the
+public layout.
 
 Layers and parameters (one dict per layer, `{}` for the parameter-free ones):
 
@@ -15,23 +15,23 @@ Layers and parameters (one dict per layer, `{}` for the parameter-free ones):
     Flatten()                      {}
     Dense(n)                       W: (n, n_prev)      b: (n, 1)
 
-Forward pass of a convolution, one example, for output channel o at output
-position (y, x), with the input A zero-padded by (pt, pl) at the top/left:
+Forward pass of a convolution, for output channel o at output position (y, x)
+of example n, with the input A zero-padded by (pt, pl) at the top/left:
 
-    Z[o, y, x] = b[o] + sum_{i, u, v} W[o, i, u, v] A[i, s y + u - pt, s x + v - pl]
+    Z[o, y, x, n] = b[o] + sum_{i, u, v} W[o, i, u, v] A[i, s y + u - pt, s x + v - pl, n]
     output size Ho = floor((H + pt + pb - kh) / s) + 1
     'valid': pt = pb = 0;  'same': Ho = ceil(H / s), pt + pb = max((Ho-1) s + kh - H, 0),
     pt = (pt + pb) // 2 (the extra row goes to the bottom, as in TensorFlow)
 
-Backward pass from dZ = dJ/dZ, shape (m, Ho, Wo, F) (the derivation is the chain
+Backward pass from dZ = dJ/dZ, shape (F, Ho, Wo, m) (the derivation is the chain
 rule on the sum above; each input and weight appears once per output it feeds):
 
-    db[o]          = sum_{n, y, x} dZ[n, y, x, o]                              (F,)
-    dW[o, i, u, v] = sum_{n, y, x} dZ[n, y, x, o] A[n, s y + u - pt, s x + v - pl, i]
+    db[o]          = sum_{y, x, n} dZ[o, y, x, n]                              (F,)
+    dW[o, i, u, v] = sum_{y, x, n} dZ[o, y, x, n] A[i, s y + u - pt, s x + v - pl, n]
                      the correlation of the input with dZ dilated by s     (F, C, kh, kw)
-    dA[n, h, w, i] = sum_{o, u, v} dZ[n, y, x, o] W[o, i, u, v]  over h = s y + u - pt
+    dA[i, h, w, n] = sum_{o, u, v} dZ[o, y, x, n] W[o, i, u, v]  over h = s y + u - pt
                      the full convolution of dZ, dilated by s, with the kernel
-                     flipped in both spatial axes and its channels swapped  (m, H, W, C)
+                     flipped in both spatial axes and its channels swapped  (C, H, W, m)
 
 Pooling over p x p windows moved by q (only 'valid' windows):
 
@@ -63,7 +63,6 @@ Array = jax.Array
 Params = list
 
 PADDINGS = ("valid", "same")
-NHWC = ("NHWC", "OIHW", "NHWC")
 
 
 # --- layer descriptions ---------------------------------------------------------
@@ -165,70 +164,136 @@ def conv_padding(size: int, k: int, s: int, padding: str) -> tuple[tuple[int, in
     return (total // 2, total - total // 2), out
 
 
-# --- the primitives, on (m, H, W, C) arrays -------------------------------------
+# --- the primitives, on (C, H, W, m) arrays -------------------------------------
+# Convolutions are computed as patches and one matrix product, pooling as a
+# running max / sum over strided slices, never with XLA's convolution or
+# reduce_window: XLA:CPU runs a convolution with its fast (Eigen) kernel only
+# after rewriting it to NHWC/HWIO order, and it rewrites only the convolutions
+# of the entry computation. Inside `fit`'s while/scan loop a convolution stays
+# a naive loop (here 25x slower), as do the convolutions and select-and-scatter
+# that autodiff makes of lax.conv_general_dilated and lax.reduce_window.
+# Slices, pads, concatenations and dots are fast everywhere, and so are their
+# autodiff transposes, so `fit` differentiates this forward pass as it is.
+def patches(A: Array, kernel: tuple, stride: tuple, pads: tuple) -> Array:
+    """The windows of A as columns: (C, H, W, m) -> (kh kw C, Ho, Wo, m), with
+
+        P[(u kw + v) C + i, y, x, n] = A_padded[i, s y + u, s x + v, n]
+
+    where A_padded has (pt, pb) rows and (pl, pr) columns of zeros
+    (`pads` = ((pt, pb), (pl, pr))): one strided slice per kernel offset (u, v).
+    """
+    (kh, kw), (sh, sw) = kernel, stride
+    (pt, pb), (pl, pr) = pads
+    C, H, W, m = A.shape
+    Ho, Wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
+    zero = jnp.asarray(0, A.dtype)
+    Ap = lax.pad(A, zero, ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
+    views = [lax.slice(Ap, (0, u, v, 0), (C, u + (Ho - 1) * sh + 1, v + (Wo - 1) * sw + 1, m),
+                       (1, sh, sw, 1))
+             for u in range(kh) for v in range(kw)]                    # each (C, Ho, Wo, m)
+    return views[0] if len(views) == 1 else jnp.concatenate(views, axis=0)
+
+
+def _matmul_first(M: Array, P: Array) -> Array:
+    """M (N, K) @ P (K, ...) -> (N, ...)."""
+    return lax.dot_general(M, P, (((1,), (0,)), ((), ())))
+
+
 def conv2d(A: Array, W: Array, b: Array, stride: tuple, pads: tuple) -> Array:
-    """Z = A * W + b: A (m, H, W, C), W (F, C, kh, kw), b (F,) -> (m, Ho, Wo, F)."""
-    Z = lax.conv_general_dilated(A, W, stride, pads, dimension_numbers=NHWC)
-    return Z + b
+    """Z = W * A + b: A (C, H, W, m), W (F, C, kh, kw), b (F,) -> (F, Ho, Wo, m).
+
+    The sum of the module docstring as one matrix product: W laid out as
+    (F, kh kw C) times the patches of A (kh kw C, Ho, Wo, m). Equal to
+    `lax.conv_general_dilated` (dimension numbers ("CHWN", "OIHW", "CHWN"))
+    plus b, up to the order of the sums.
+    """
+    F, C, kh, kw = W.shape
+    W_rows = jnp.transpose(W, (0, 2, 3, 1)).reshape(F, kh * kw * C)   # column (u kw + v) C + i
+    return _matmul_first(W_rows, patches(A, (kh, kw), stride, pads)) + b[:, None, None, None]
 
 
 def conv2d_backward(A: Array, W: Array, dZ: Array, stride: tuple, pads: tuple,
                     input_grad: bool = True) -> tuple[Array, Array, Optional[Array]]:
-    """(dW, db, dA) of `conv2d` from dZ (m, Ho, Wo, F); see the module docstring.
+    """(dW, db, dA) of `conv2d` from dZ (F, Ho, Wo, m); see the module docstring.
 
-    dW: the examples play the role of the contracted channels and the
-    channels that of the batch, so one `conv_general_dilated` of A with dZ
-    (dilated by the stride, `rhs_dilation`) gives (F, C, kh, kw) directly. Its
-    high padding (Ho-1) s + kh - H - pt is negative when 'valid' windows leave
-    the last rows unread: those rows get no gradient.
+    dW: the correlation of the input with dZ. Its sum over (y, x, n) of
+    dZ[o, y, x, n] A[i, s y + u - pt, s x + v - pl, n] is dZ times the
+    patches of A (the columns the forward pass multiplied), transposed:
+    (F, Ho Wo m) @ (Ho Wo m, kh kw C). Rows that 'valid' windows leave
+    unread appear in no patch and get no gradient.
 
-    dA: dZ dilated by the stride (`lhs_dilation`), padded by kh - 1 - pt
-    below and H - 1 - (Ho-1) s + pt above, convolved with the flipped kernel
-    read as (C, F, kh, kw).
+    dA: the full convolution of dZ, dilated by the stride, with the flipped
+    kernel read as (C, F): dZ with s - 1 zeros between its rows (columns),
+    padded by kh - 1 - pt above and H - 1 - (Ho-1) s + pt below, so that its
+    stride-1 patches are (kh kw F, H, W, m), times W[o, i, kh-1-u, kw-1-v]
+    laid out as (C, kh kw F).
     """
-    (sh, sw), (kh, kw) = stride, W.shape[2:]
+    (sh, sw) = stride
+    F, C, kh, kw = W.shape
     (pt, _), (pl, _) = pads
     _, H, Wd, _ = A.shape
     _, Ho, Wo, _ = dZ.shape
-    db = jnp.sum(dZ, axis=(0, 1, 2))                                   # (F,)
-    dW = lax.conv_general_dilated(
-        A, dZ, window_strides=(1, 1),
-        padding=((pt, (Ho - 1) * sh + kh - H - pt), (pl, (Wo - 1) * sw + kw - Wd - pl)),
-        rhs_dilation=(sh, sw),
-        dimension_numbers=("CHWN", "IHWO", "CNHW"))                    # (F, C, kh, kw)
+    db = jnp.sum(dZ, axis=(1, 2, 3))                                   # (F,)
+    P = patches(A, (kh, kw), stride, pads)                             # (kh kw C, Ho, Wo, m)
+    dW = lax.dot_general(dZ, P, (((1, 2, 3), (1, 2, 3)), ((), ())))   # (F, kh kw C)
+    dW = jnp.transpose(dW.reshape(F, kh, kw, C), (0, 3, 1, 2))        # (F, C, kh, kw)
     if not input_grad:
         return dW, db, None
-    dA = lax.conv_general_dilated(
-        dZ, W[:, :, ::-1, ::-1], window_strides=(1, 1),
-        padding=((kh - 1 - pt, H - 1 - (Ho - 1) * sh + pt), (kw - 1 - pl, Wd - 1 - (Wo - 1) * sw + pl)),
-        lhs_dilation=(sh, sw),
-        dimension_numbers=("NHWC", "IOHW", "NHWC"))                    # (m, H, W, C)
+    zero = jnp.asarray(0, dZ.dtype)
+    dZ_full = lax.pad(dZ, zero, ((0, 0, 0),
+                                 (kh - 1 - pt, H - 1 - (Ho - 1) * sh + pt, sh - 1),
+                                 (kw - 1 - pl, Wd - 1 - (Wo - 1) * sw + pl, sw - 1),
+                                 (0, 0, 0)))                           # (F, H+kh-1, W+kw-1, m)
+    W_flip = jnp.transpose(W[:, :, ::-1, ::-1], (1, 2, 3, 0)).reshape(C, kh * kw * F)
+    dA = _matmul_first(W_flip, patches(dZ_full, (kh, kw), (1, 1), ((0, 0), (0, 0))))  # (C, H, W, m)
     return dW, db, dA
 
 
+def _pool_views(A: Array, size: tuple, stride: tuple) -> list:
+    """A[:, u + q y, v + q x, :] (C, Ho, Wo, m) for each window offset (u, v), row-major."""
+    C, H, W, m = A.shape
+    (p, r), (qh, qw) = size, stride
+    Ho, Wo = (H - p) // qh + 1, (W - r) // qw + 1
+    return [lax.slice(A, (0, u, v, 0), (C, u + (Ho - 1) * qh + 1, v + (Wo - 1) * qw + 1, m),
+                      (1, qh, qw, 1))
+            for u in range(p) for v in range(r)]
+
+
 def max_pool(A: Array, size: tuple, stride: tuple) -> Array:
-    """max over each window: (m, H, W, C) -> (m, Ho, Wo, C)."""
-    return lax.reduce_window(A, -jnp.inf, lax.max,   # a Python scalar: jax then knows the monoid (and its gradient)
-                             (1, *size, 1), (1, *stride, 1), "VALID")
+    """max over each window: (C, H, W, m) -> (C, Ho, Wo, m).
+
+    A running max over the window offsets in row-major order that replaces
+    the best so far only by a strictly larger value (or a NaN, which then
+    stays, as in lax.max): autodiff of it sends each window's gradient to the
+    first offset attaining the max, the rule of `max_pool_backward` (and of
+    jax's gradient of lax.reduce_window).
+    """
+    views = _pool_views(A, size, stride)
+    best = views[0]
+    for view in views[1:]:
+        best = jnp.where((view > best) | (view != view), view, best)
+    return best
 
 
 def avg_pool(A: Array, size: tuple, stride: tuple) -> Array:
-    """mean over each window: (m, H, W, C) -> (m, Ho, Wo, C)."""
-    total = lax.reduce_window(A, 0.0, lax.add,
-                              (1, *size, 1), (1, *stride, 1), "VALID")
+    """mean over each window: (C, H, W, m) -> (C, Ho, Wo, m)."""
+    views = _pool_views(A, size, stride)
+    total = views[0]
+    for view in views[1:]:
+        total = total + view
     return total / (size[0] * size[1])
 
 
 def _window_offsets(A: Array, dZ: Array, size: tuple, stride: tuple):
     """For each offset (u, v) inside the window, row-major: the strided view
-    A[:, u + q y, v + q x, :] (m, Ho, Wo, C) and the lax.pad config that puts
-    an (m, Ho, Wo, C) array back at those positions of an (m, H, W, C) one."""
-    m, H, W, C = A.shape
+    A[:, u + q y, v + q x, :] (C, Ho, Wo, m) and the lax.pad config that puts
+    a (C, Ho, Wo, m) array back at those positions of a (C, H, W, m) one."""
+    C, H, W, m = A.shape
     _, Ho, Wo, _ = dZ.shape
     (qh, qw) = stride
     for u in range(size[0]):
         for v in range(size[1]):
-            end = (m, u + (Ho - 1) * qh + 1, v + (Wo - 1) * qw + 1, C)
+            end = (C, u + (Ho - 1) * qh + 1, v + (Wo - 1) * qw + 1, m)
             view = lax.slice(A, (0, u, v, 0), end, (1, qh, qw, 1))
             pad = ((0, 0, 0), (u, H - end[1], qh - 1), (v, W - end[2], qw - 1), (0, 0, 0))
             yield view, pad
@@ -242,7 +307,7 @@ def max_pool_backward(A: Array, Z: Array, dZ: Array, size: tuple, stride: tuple)
     position shared by overlapping windows sums what each window sends it.
     """
     dA = jnp.zeros_like(A)
-    taken = jnp.zeros(Z.shape, bool)                                   # (m, Ho, Wo, C)
+    taken = jnp.zeros(Z.shape, bool)                                   # (C, Ho, Wo, m)
     zero = jnp.asarray(0, A.dtype)
     for view, pad in _window_offsets(A, dZ, size, stride):
         hit = (view == Z) & ~taken
@@ -259,16 +324,6 @@ def avg_pool_backward(A: Array, dZ: Array, size: tuple, stride: tuple) -> Array:
     for _, pad in _window_offsets(A, dZ, size, stride):
         dA = dA + lax.pad(share, zero, pad)
     return dA
-
-
-def to_nhwc(X: Array) -> Array:
-    """(C, H, W, m) -> (m, H, W, C)."""
-    return jnp.transpose(X, (3, 1, 2, 0))
-
-
-def to_chwm(A: Array) -> Array:
-    """(m, H, W, C) -> (C, H, W, m)."""
-    return jnp.transpose(A, (3, 1, 2, 0))
 
 
 # --- the model --------------------------------------------------------------------
@@ -432,12 +487,12 @@ class CNN:
     def forward(self, params: Params, X: Array) -> Cache:
         """The forward pass, keeping Z and A of every layer for backprop.
 
-        A[0] = X and image activations are stored as (m, H, W, C); columns as
-        (n, m). For pooling and Flatten, Z[i] = A[i+1] (no activation).
+        A[0] = X; image activations are (C, H, W, m), columns (n, m). For
+        pooling and Flatten, Z[i] = A[i+1] (no activation).
         Z[-1] and A[-1] are the output logits and activations (n_out, m).
         """
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
-        A = to_nhwc(jnp.asarray(X, dtype))                              # (m, H, W, C)
+        A = jnp.asarray(X, dtype)                                       # (C, H, W, m)
         Zs, As, shape = [], [A], self.input_shape
         for i, (layer, p) in enumerate(zip(self.layers, params)):
             if isinstance(layer, Conv):
@@ -447,7 +502,7 @@ class CNN:
             elif isinstance(layer, AvgPool):
                 Z = avg_pool(A, layer.size, layer.stride)
             elif isinstance(layer, Flatten):
-                Z = to_chwm(A).reshape(-1, A.shape[0])                    # (C*H*W, m)
+                Z = A.reshape(-1, A.shape[-1])                            # (C*H*W, m)
             else:
                 Z = p["W"] @ A + p["b"]                                    # (n, m)
             g = self.activation(i)
@@ -477,7 +532,7 @@ class CNN:
           Dense:   dW = dZ A^T, db = sum_columns dZ, dA = W^T dZ
           Conv:    dW, db, dA by `conv2d_backward`
           MaxPool: dA by `max_pool_backward`; AvgPool: `avg_pool_backward`
-          Flatten: dA = dZ reshaped to (C, H, W, m), in the internal layout
+          Flatten: dA = dZ reshaped to (C, H, W, m)
         then dZ[i-1] = g'(Z[i-1]) * dA where layer i-1 has an activation, else dA.
 
         Returns:
@@ -490,7 +545,7 @@ class CNN:
         dZ = dZ_out
         for i in range(n - 1, -1, -1):
             layer, p, A = self.layers[i], params[i], cache.A[i]
-            deltas[i] = to_chwm(dZ) if dZ.ndim == 4 else dZ
+            deltas[i] = dZ
             need_dA = i > 0
             dA = None
             if isinstance(layer, Dense):
@@ -506,7 +561,7 @@ class CNN:
                 if not need_dA:
                     pass
                 elif isinstance(layer, Flatten):
-                    dA = to_nhwc(dZ.reshape(to_chwm(A).shape))
+                    dA = dZ.reshape(A.shape)
                 elif isinstance(layer, AvgPool):
                     dA = avg_pool_backward(A, dZ, layer.size, layer.stride)
                 else:

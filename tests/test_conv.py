@@ -57,9 +57,20 @@ def hand_and_autodiff(net, cost, params, X, Y, l2=0.0, l1=0.0):
                                     jax.grad(loss)(p, X, Y)))(params, X, Y)
 
 
-# --- the primitives, (m, H, W, C) ---------------------------------------------------
+# --- the primitives, (C, H, W, m) ---------------------------------------------------
+def swap_cm(A):
+    """(m, H, W, C) <-> (C, H, W, m): the references below are written for (m, H, W, C)."""
+    return np.transpose(np.asarray(A), (3, 1, 2, 0))
+
+
+def lax_conv(A, W, b, stride, pads):
+    """The reference convolution: XLA's, on the module's (C, H, W, m) layout."""
+    return jax.lax.conv_general_dilated(A, W, stride, pads,
+                                        dimension_numbers=("CHWN", "OIHW", "CHWN")) + b[:, None, None, None]
+
+
 def conv_loop(A, W, b, stride, padding):
-    """The forward formula of the module docstring as a numpy loop."""
+    """The forward formula of the module docstring as a numpy loop, on (m, H, W, C)."""
     A, W, b = (np.asarray(x) for x in (A, W, b))
     m, H, Wd, C = A.shape
     F, _, kh, kw = W.shape
@@ -89,28 +100,46 @@ CONV_CASES = [  # (H, W, C, F, kernel, stride, padding)
 def test_conv2d_forward_matches_loop_and_lax_same(H, W, C, F, kernel, stride, padding):
     A, Wt, b = normal(0, (3, H, W, C)), normal(1, (F, C, *kernel)), normal(2, (F,))
     pads = tuple(conv.conv_padding(n, k, s, padding)[0] for n, k, s in zip((H, W), kernel, stride))
-    Z = jax.jit(conv.conv2d, static_argnums=(3, 4))(A, Wt, b, stride, pads)
-    np.testing.assert_allclose(Z, conv_loop(A, Wt, b, stride, padding), rtol=1e-12, atol=1e-12)
-    lax_Z = jax.jit(lambda A, Wt: jax.lax.conv_general_dilated(
-        A, Wt, stride, padding.upper(), dimension_numbers=("NHWC", "OIHW", "NHWC")))(A, Wt) + b
-    np.testing.assert_allclose(Z, lax_Z, rtol=1e-12, atol=1e-12)
+    Z = jax.jit(conv.conv2d, static_argnums=(3, 4))(swap_cm(A), Wt, b, stride, pads)
+    np.testing.assert_allclose(swap_cm(Z), conv_loop(A, Wt, b, stride, padding), rtol=1e-12, atol=1e-12)
+    lax_Z = jax.jit(lambda A, Wt, b: jax.lax.conv_general_dilated(
+        A, Wt, stride, padding.upper(), dimension_numbers=("NHWC", "OIHW", "NHWC")) + b)(A, Wt, b)
+    np.testing.assert_allclose(swap_cm(Z), lax_Z, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+@pytest.mark.parametrize("C,F", [(1, 16), (3, 8), (16, 32)])
+def test_conv2d_patches_equal_lax_conv_in_float32(C, F, stride, padding):
+    """The patches-and-matmul forward against lax.conv_general_dilated at the
+    digits net's sizes, float32: equal up to the order of the sums."""
+    H = W = 8
+    A, Wt, b = (normal(s, shape).astype(np.float32)
+                for s, shape in ((0, (C, H, W, 32)), (1, (F, C, 3, 3)), (2, (F,))))
+    pads = tuple(conv.conv_padding(n, 3, s, padding)[0] for n, s in zip((H, W), stride))
+    Z, ref = jax.jit(lambda A, Wt, b: (conv.conv2d(A, Wt, b, stride, pads),
+                                       lax_conv(A, Wt, b, stride, pads)))(A, Wt, b)
+    assert Z.dtype == jnp.float32 and Z.shape == ref.shape
+    assert rel(Z, ref) < FLOAT32_TOL
 
 
 @pytest.mark.parametrize("H,W,C,F,kernel,stride,padding", CONV_CASES)
 def test_conv2d_backward_matches_autodiff(H, W, C, F, kernel, stride, padding):
-    A, Wt, b = normal(0, (3, H, W, C)), normal(1, (F, C, *kernel)), normal(2, (F,))
+    A, Wt, b = swap_cm(normal(0, (3, H, W, C))), normal(1, (F, C, *kernel)), normal(2, (F,))
     pads = tuple(conv.conv_padding(n, k, s, padding)[0] for n, k, s in zip((H, W), kernel, stride))
-    dZ = normal(3, conv_loop(A, Wt, b, stride, padding).shape)
+    dZ = swap_cm(normal(3, conv_loop(swap_cm(A), Wt, b, stride, padding).shape))
 
     @jax.jit
-    def reference(A, Wt, b, dZ):
-        return jax.vjp(lambda A, Wt, b: conv.conv2d(A, Wt, b, stride, pads), A, Wt, b)[1](dZ)
+    def references(A, Wt, b, dZ):
+        """jax.vjp of this module's forward pass and of XLA's convolution."""
+        return [jax.vjp(lambda A, Wt, b: forward(A, Wt, b, stride, pads), A, Wt, b)[1](dZ)
+                for forward in (conv.conv2d, lax_conv)]
 
-    dA_ref, dW_ref, db_ref = reference(A, Wt, b, dZ)
     dW, db, dA = jax.jit(conv.conv2d_backward, static_argnums=(3, 4))(A, Wt, dZ, stride, pads)
-    assert rel(dW, dW_ref) < AUTODIFF_TOL
-    assert rel(db, db_ref) < AUTODIFF_TOL
-    assert rel(dA, dA_ref) < AUTODIFF_TOL
+    for dA_ref, dW_ref, db_ref in references(A, Wt, b, dZ):
+        assert rel(dW, dW_ref) < AUTODIFF_TOL
+        assert rel(db, db_ref) < AUTODIFF_TOL
+        assert rel(dA, dA_ref) < AUTODIFF_TOL
 
 
 POOL_CASES = [  # (H, W, size, stride)
@@ -126,9 +155,9 @@ POOL_CASES = [  # (H, W, size, stride)
 @pytest.mark.parametrize("hw,size,stride", POOL_CASES)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_pool_backward_matches_autodiff(kind, hw, size, stride, channels):
-    A = normal(0, (2, *hw, channels))   # continuous values: no ties
+    A = normal(0, (channels, *hw, 2))   # continuous values: no ties
     forward = conv.max_pool if kind == "max" else conv.avg_pool
-    out_shape = (2, (hw[0] - size[0]) // stride[0] + 1, (hw[1] - size[1]) // stride[1] + 1, channels)
+    out_shape = (channels, (hw[0] - size[0]) // stride[0] + 1, (hw[1] - size[1]) // stride[1] + 1, 2)
     dZ = normal(1, out_shape)
 
     @jax.jit
@@ -142,6 +171,25 @@ def test_pool_backward_matches_autodiff(kind, hw, size, stride, channels):
 
     dA, dA_ref = both(A, dZ)
     assert rel(dA, dA_ref) < AUTODIFF_TOL
+
+
+@pytest.mark.parametrize("hw,size,stride", POOL_CASES)
+def test_pool_forward_matches_reduce_window(hw, size, stride):
+    A = normal(0, (3, *hw, 2))
+    window = dict(window_dimensions=(1, *size, 1), window_strides=(1, *stride, 1), padding="VALID")
+    Zmax, Zavg, ref_max, ref_sum = jax.jit(lambda A: (
+        conv.max_pool(A, size, stride), conv.avg_pool(A, size, stride),
+        jax.lax.reduce_window(A, -jnp.inf, jax.lax.max, **window),
+        jax.lax.reduce_window(A, 0.0, jax.lax.add, **window)))(A)
+    np.testing.assert_array_equal(Zmax, ref_max)    # a max is exact
+    np.testing.assert_allclose(Zavg, ref_sum / (size[0] * size[1]), rtol=1e-12)
+
+
+def test_max_pool_propagates_nan():
+    A = np.arange(16.0).reshape(1, 4, 4, 1)
+    A[0, 1, 0, 0] = np.nan        # not the first offset of its window
+    Z = np.asarray(jax.jit(lambda A: conv.max_pool(A, (2, 2), (2, 2)))(A))[0, :, :, 0]
+    assert np.isnan(Z[0, 0]) and np.isfinite(Z).sum() == 3
 
 
 def test_max_pool_ties_go_to_the_first_max_in_row_major_order():
@@ -209,11 +257,11 @@ def _forward_with_offsets(net, params, X, offsets):
     for i, (layer, p, e) in enumerate(zip(net.layers, params, offsets)):
         if isinstance(layer, Conv):
             shape = net.input_shape if i == 0 else net.shapes[i - 1]
-            Z = conv.to_chwm(conv.conv2d(conv.to_nhwc(A), p["W"], p["b"], layer.stride, net._pads(i, shape)))
+            Z = conv.conv2d(A, p["W"], p["b"], layer.stride, net._pads(i, shape))
         elif isinstance(layer, MaxPool):
-            Z = conv.to_chwm(conv.max_pool(conv.to_nhwc(A), layer.size, layer.stride))
+            Z = conv.max_pool(A, layer.size, layer.stride)
         elif isinstance(layer, AvgPool):
-            Z = conv.to_chwm(conv.avg_pool(conv.to_nhwc(A), layer.size, layer.stride))
+            Z = conv.avg_pool(A, layer.size, layer.stride)
         elif isinstance(layer, Flatten):
             Z = A.reshape(-1, A.shape[-1])
         else:
@@ -240,6 +288,29 @@ def test_local_gradients_are_dJ_dZ(hidden, pool):
                                         jax.grad(J)(zeros)))()
     assert [d.shape for d in deltas] == [e.shape for e in expected]
     assert rel(deltas, expected) < AUTODIFF_TOL
+
+
+def test_training_step_has_no_convolution_or_reduce_window():
+    """XLA:CPU runs a convolution fast only outside loops (it puts only the
+    entry computation's in the order its Eigen kernel needs), and
+    select-and-scatter, the gradient of reduce_window, is slow there too: the
+    gradient step that `fit` scans must be made of slices, pads and dots."""
+    net = CNN((2, 9, 9), (Conv(4, 3, padding="same"), MaxPool(2), Conv(4, 3, stride=2, padding="same"),
+                          AvgPool(2, stride=1), Flatten(), Dense(3)), hidden="relu", output="softmax")
+    params = jax.tree_util.tree_map(lambda x: x.astype(np.float32), random_params(net))
+    X, Y = normal(1, (*net.input_shape, 8)).astype(np.float32), one_hot_targets(3, 8).astype(np.float32)
+    grad = jax.value_and_grad(fgd.make_loss(net, "cross_entropy"))
+
+    def epoch(params):
+        def step(p, _):
+            value, g = grad(p, X, Y)
+            return jax.tree_util.tree_map(lambda a, b: a - 0.1 * b, p, g), value
+        return jax.lax.scan(step, params, None, length=3)
+
+    lowered = jax.jit(epoch).lower(params)
+    for op in ("convolution", "reduce_window", "select_and_scatter"):
+        assert op not in lowered.as_text(), op
+    assert "convolution(" not in lowered.compile().as_text()
 
 
 def test_finite_differences_on_a_tiny_cnn():
@@ -276,7 +347,7 @@ def test_kernel_as_large_as_the_input():
     assert rel(hand, auto) < AUTODIFF_TOL
     # the 1x1 conv output is a dense layer on the flattened image
     W, b = (np.asarray(params[0][k]) for k in "Wb")
-    Z = np.asarray(jax.jit(net.forward)(params, X).Z[0]).reshape(3, 3).T   # (m, F) -> (F, m)
+    Z = np.asarray(jax.jit(net.forward)(params, X).Z[0]).reshape(3, 3)     # (F, 1, 1, m) -> (F, m)
     np.testing.assert_allclose(Z, W.reshape(3, -1) @ X.reshape(-1, 3) + b[:, None], rtol=1e-12)
 
 
