@@ -245,7 +245,8 @@ def conv2d_backward(A: Array, W: Array, dZ: Array, stride: tuple, pads: tuple,
                                  (kw - 1 - pl, Wd - 1 - (Wo - 1) * sw + pl, sw - 1),
                                  (0, 0, 0)))                           # (F, H+kh-1, W+kw-1, m)
     W_flip = jnp.transpose(W[:, :, ::-1, ::-1], (1, 2, 3, 0)).reshape(C, kh * kw * F)
-    dA = _matmul_first(W_flip, patches(dZ_full, (kh, kw), (1, 1), ((0, 0), (0, 0))))  # (C, H, W, m)
+    P_dZ = patches(dZ_full, (kh, kw), (1, 1), ((0, 0), (0, 0)))      # (kh kw F, H, W, m)
+    dA = _matmul_first(W_flip, P_dZ)                                   # (C, H, W, m)
     return dW, db, dA
 
 

@@ -65,8 +65,8 @@ def swap_cm(A):
 
 def lax_conv(A, W, b, stride, pads):
     """The reference convolution: XLA's, on the module's (C, H, W, m) layout."""
-    return jax.lax.conv_general_dilated(A, W, stride, pads,
-                                        dimension_numbers=("CHWN", "OIHW", "CHWN")) + b[:, None, None, None]
+    Z = jax.lax.conv_general_dilated(A, W, stride, pads, dimension_numbers=("CHWN", "OIHW", "CHWN"))
+    return Z + b[:, None, None, None]
 
 
 def conv_loop(A, W, b, stride, padding):
@@ -101,7 +101,8 @@ def test_conv2d_forward_matches_loop_and_lax_same(H, W, C, F, kernel, stride, pa
     A, Wt, b = normal(0, (3, H, W, C)), normal(1, (F, C, *kernel)), normal(2, (F,))
     pads = tuple(conv.conv_padding(n, k, s, padding)[0] for n, k, s in zip((H, W), kernel, stride))
     Z = jax.jit(conv.conv2d, static_argnums=(3, 4))(swap_cm(A), Wt, b, stride, pads)
-    np.testing.assert_allclose(swap_cm(Z), conv_loop(A, Wt, b, stride, padding), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(swap_cm(Z), conv_loop(A, Wt, b, stride, padding),
+                               rtol=1e-12, atol=1e-12)
     lax_Z = jax.jit(lambda A, Wt, b: jax.lax.conv_general_dilated(
         A, Wt, stride, padding.upper(), dimension_numbers=("NHWC", "OIHW", "NHWC")) + b)(A, Wt, b)
     np.testing.assert_allclose(swap_cm(Z), lax_Z, rtol=1e-12, atol=1e-12)
@@ -157,7 +158,8 @@ POOL_CASES = [  # (H, W, size, stride)
 def test_pool_backward_matches_autodiff(kind, hw, size, stride, channels):
     A = normal(0, (channels, *hw, 2))   # continuous values: no ties
     forward = conv.max_pool if kind == "max" else conv.avg_pool
-    out_shape = (channels, (hw[0] - size[0]) // stride[0] + 1, (hw[1] - size[1]) // stride[1] + 1, 2)
+    out_hw = ((hw[0] - size[0]) // stride[0] + 1, (hw[1] - size[1]) // stride[1] + 1)
+    out_shape = (channels, *out_hw, 2)
     dZ = normal(1, out_shape)
 
     @jax.jit
@@ -295,10 +297,11 @@ def test_training_step_has_no_convolution_or_reduce_window():
     entry computation's in the order its Eigen kernel needs), and
     select-and-scatter, the gradient of reduce_window, is slow there too: the
     gradient step that `fit` scans must be made of slices, pads and dots."""
-    net = CNN((2, 9, 9), (Conv(4, 3, padding="same"), MaxPool(2), Conv(4, 3, stride=2, padding="same"),
-                          AvgPool(2, stride=1), Flatten(), Dense(3)), hidden="relu", output="softmax")
-    params = jax.tree_util.tree_map(lambda x: x.astype(np.float32), random_params(net))
-    X, Y = normal(1, (*net.input_shape, 8)).astype(np.float32), one_hot_targets(3, 8).astype(np.float32)
+    net = CNN((2, 9, 9), (Conv(4, 3, padding="same"), MaxPool(2),
+                          Conv(4, 3, stride=2, padding="same"), AvgPool(2, stride=1),
+                          Flatten(), Dense(3)), hidden="relu", output="softmax")
+    params, X, Y = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), (
+        random_params(net), normal(1, (*net.input_shape, 8)), one_hot_targets(3, 8)))
     grad = jax.value_and_grad(fgd.make_loss(net, "cross_entropy"))
 
     def epoch(params):
