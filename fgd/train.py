@@ -460,7 +460,7 @@ KERNEL_PRIMITIVES = frozenset("""
     reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or argmax argmin
     broadcast_in_dim reshape squeeze expand_dims transpose rev slice dynamic_slice
     dynamic_update_slice concatenate pad iota split
-    while cond jit pjit closed_call custom_jvp_call custom_vjp_call
+    while scan cond jit pjit closed_call custom_jvp_call custom_vjp_call
 """.split())
 #: The most array elements the operations of one loop iteration may produce
 #: for it to become one kernel (about a millisecond of single-threaded work):
@@ -531,8 +531,13 @@ def as_one_kernel(fn: Callable, *args):
 #: XLA:CPU options for the chunk. The YNNPACK fusions that XLA:CPU forms by
 #: default around small reductions and GEMMs run slower here than its own
 #: loop fusions and dot kernels: measured on the 3-8-2 sweep (3x) and the
-#: 784-512-512-10 Adam epoch (0.74 -> 0.88 of the GEMM roofline).
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+#: 784-512-512-10 Adam epoch (0.74 -> 0.88 of the GEMM roofline); they are
+#: also custom fusions, which a one-kernel loop (`as_one_kernel`) cannot hold.
+#: LLVM vectorises XLA's own loops 256 bits wide unless told otherwise; 512
+#: makes the 64-run sweep's epoch 8.5 -> 5.4 us where the CPU has AVX-512
+#: (without it the hint changes nothing), and leaves the GEMM-bound medium
+#: case as it was (85k vs 86k samples/s).
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": 512}
 
 #: The compiled chunk, cached by jax.jit on (spec, shapes and dtypes). The
 #: carry is not donated: `drive` keeps a chunk's input to replay it.
@@ -555,10 +560,10 @@ def cpu_options_supported(backend: str) -> bool:
 
 def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None):
     """`run_chunk`, jitted (spec static), with `CPU_OPTIONS` on XLA:CPU and,
-    on one CPU device, a small loop as one kernel."""
-    backend = next(iter(data.X.devices())).platform
-    chunk = _chunk_cpu if cpu_options_supported(backend) else _chunk_plain
-    return chunk(spec, carry, data, knobs, hparams, one_kernel=backend == "cpu" and spec.mesh is None)
+    with those options and no mesh, a small loop as one kernel."""
+    options = cpu_options_supported(next(iter(data.X.devices())).platform)
+    chunk = _chunk_cpu if options else _chunk_plain
+    return chunk(spec, carry, data, knobs, hparams, one_kernel=options and spec.mesh is None)
 
 
 def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:
