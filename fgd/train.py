@@ -435,8 +435,8 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
             on = active(c)
             new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, c)
             record = {name: jnp.where(on, v, jnp.nan) for name, v in record.items()}
-        rows = {name: jax.lax.dynamic_update_index_in_dim(rows[name], record[name].astype(dtype), i, -1)
-                for name in rows}
+        put = jax.lax.dynamic_update_index_in_dim               # not a scatter: kernel-friendly
+        rows = {name: put(rows[name], record[name].astype(dtype), i, -1) for name in rows}
         return new, rows, i + 1, jnp.any(active(new))
 
     # active runs are at epoch knobs.start when the chunk starts, and move together
@@ -519,12 +519,12 @@ def as_one_kernel(fn: Callable, *args):
     if n is None or n > KERNEL_ELEMENTS:
         outs = run(*jax.tree.leaves(args))
     else:
-        def kernel(*leaves):             # the attributes are for the call alone
+        def one_kernel_loop(*leaves):    # the attributes are for the call alone
             with set_xla_metadata(xla_cpu_small_call="false", inlineable="true"):
                 return run(*leaves)
 
         with set_xla_metadata(xla_cpu_small_call="true", inlineable="false"):
-            outs = jax.jit(kernel)(*jax.tree.leaves(args))
+            outs = jax.jit(one_kernel_loop)(*jax.tree.leaves(args))
     return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
 

@@ -419,3 +419,35 @@ def test_fuse_small_dots_equals_dot(spec, shapes):
     fused = jax.jit(fuse_small_dots(f))
     np.testing.assert_allclose(fused(*args), f(*args), rtol=1e-13, atol=1e-13)
     assert "dot(" not in fused.lower(*args).compile().as_text()
+
+
+# --- a small loop as one XLA:CPU kernel ------------------------------------------------
+def _chunk_setup(X, Y, batch_size):
+    opt = fgd.sgd(0.05)
+    params = init()
+    setup = fgd.train.prepare(LOSS, opt, False, params, X, Y, 40, batch_size, jax.random.key(0),
+                              None, validation_data=None, patience=None, min_grad=None,
+                              time_limit=None, history=("loss", "grad_norm"))
+    carry = fgd.train.init_carry(setup.spec, params, opt.init(params))
+    return setup, carry, setup.knobs._replace(end=jnp.int32(40))
+
+
+@pytest.mark.skipif(not fgd.train.cpu_options_supported(jax.default_backend()),
+                    reason="one-kernel loops are an XLA:CPU feature used with CPU_OPTIONS")
+@pytest.mark.parametrize("batch_size, one", [(None, True), (5, False)])
+def test_small_full_batch_loop_is_one_kernel_with_the_same_numbers(traffic, batch_size, one):
+    """The 3-8-2 full-batch chunk is marked as one kernel (a mini-batch chunk,
+    which sorts for its permutation, is not); the numbers equal the
+    per-operation runtime's (float64, the same operations in the same order)."""
+    X, Y = traffic
+    setup, carry, knobs = _chunk_setup(X, Y, batch_size)
+    chunk = fgd.train._chunk_cpu
+    args = (setup.spec, carry, setup.data, knobs, None)
+    hlo = chunk.lower(*args, one_kernel=True).compile().as_text()
+    marked = [line for line in hlo.splitlines() if "one_kernel_loop" in line and " call(" in line]
+    assert bool(marked) == one and all('xla_cpu_small_call="true"' in line for line in marked)
+    (c1, rows1), (c0, rows0) = chunk(*args, one_kernel=True), chunk(*args, one_kernel=False)
+    for name in rows0:
+        np.testing.assert_allclose(rows1[name], rows0[name], rtol=F64_TOL, atol=F64_TOL)
+    assert_params_close(c1.params, c0.params, F64_TOL)
+    assert int(c1.epoch) == int(c0.epoch) == 40
