@@ -29,6 +29,7 @@ import numpy as np
 from jax.extend import core as jex_core
 
 from fgd import train, tree
+from fgd import validation as checks  # sweep's `validation` argument is the validation data
 from fgd.base import Params, PRNGKey
 
 
@@ -170,7 +171,7 @@ def _stacked_params(init: Any, keys: Optional[PRNGKey]) -> tuple[Params, int]:
         keys = jnp.asarray(keys) if not hasattr(keys, "dtype") else keys
         if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) or keys.ndim != 1:
             raise TypeError(f"keys must be a 1-D array of PRNG keys such as "
-                            f"jax.random.split(key, 16); got {train.validation._describe(keys)}")
+                            f"jax.random.split(key, 16); got {checks._describe(keys)}")
         return jax.vmap(init)(keys), int(keys.shape[0])
     if keys is not None:
         raise ValueError("keys is only for an init function; stacked params already hold the inits")
@@ -246,7 +247,6 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
                           validation_data=validation, patience=patience, min_grad=min_grad,
                           time_limit=time_limit, history=history)
     spec, n_rate = setup.spec._replace(batched=True), rates.size
-    n = n_init * n_rate
     # the grid, flattened init-major: run i * R + r
     flat = jax.tree.map(lambda a: jnp.repeat(a, n_rate, axis=0), params)
     hparams = jnp.asarray(np.tile(rates, n_init), tree.scalar_dtype(one))

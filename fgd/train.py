@@ -20,28 +20,22 @@ the whole training state after them; `fgd.faults` holds the NaN policies.
 
 Tiny networks. On a 3-8-2 network one epoch is a dozen operations on
 matrices of a few dozen entries, and the cost is per-operation overhead, not
-arithmetic. `fuse_small_dots` rewrites each small matrix product of the step
-(at most `SMALL_DOT` multiply-adds) as a broadcast multiply and a sum, which
-XLA fuses with its neighbours instead of calling a BLAS kernel per product.
-Large products are left to the BLAS library.
+arithmetic: `fgd.kernels` turns the step's small matrix products into fusible
+sums and a small chunk loop into one XLA:CPU kernel. Boundary checks live in
+`fgd.validation`.
 """
 from __future__ import annotations
 
-import functools
-import math
-import numbers
 import sys
 import time
-import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental.xla_metadata import set_xla_metadata
-from jax.extend import core as jex_core
 
-from fgd import parallel, tree, validation
+from fgd import kernels, parallel, tree
+from fgd import validation as checks  # fit's `validation` argument is the validation data
 from fgd.base import Array, OptState, Params, PRNGKey
 from fgd.losses import Loss
 from fgd.models import check_key
@@ -49,83 +43,11 @@ from fgd.optimizers import current_lr
 from fgd.transforms import call_update
 from fgd import faults, resume as resuming
 
-#: Largest dot_general (output entries x contracted length) that
-#: `fuse_small_dots` rewrites as multiply + sum; a 3-8-2 net's are <= 480.
-SMALL_DOT = 8192
 #: Epochs one compiled chunk can record: full batch, mini-batch.
 CAPACITY_FULL, CAPACITY_MINI = 16384, 1024
 #: Wall time a chunk aims at once the epoch rate is known (progress refresh).
 CHUNK_SECONDS = 0.25
 HISTORY_NAMES = ("loss", "val_loss", "grad_norm", "lr")
-
-
-# --- small matrix products as fusible multiply + sum -------------------------
-def _dot_as_sum(lhs: Array, rhs: Array, dimension_numbers, dtype) -> Array:
-    """dot_general as an explicit broadcast product summed over the contraction.
-
-    The result keeps dot_general's axis order: (batch, lhs free, rhs free).
-    """
-    (lc, rc), (lb, rb) = dimension_numbers
-    lf = [d for d in range(lhs.ndim) if d not in lc and d not in lb]
-    rf = [d for d in range(rhs.ndim) if d not in rc and d not in rb]
-    nb, nl, nr = len(lb), len(lf), len(rf)
-    lhs = jnp.transpose(lhs, (*lb, *lf, *lc)).astype(dtype)   # (B, Lf, C)
-    rhs = jnp.transpose(rhs, (*rb, *rf, *rc)).astype(dtype)   # (B, Rf, C)
-    lhs = jnp.expand_dims(lhs, tuple(range(nb + nl, nb + nl + nr)))
-    rhs = jnp.expand_dims(rhs, tuple(range(nb, nb + nl)))
-    return jnp.sum(lhs * rhs, axis=tuple(range(nb + nl + nr, lhs.ndim)))
-
-
-def _is_small_dot(eqn) -> bool:
-    lhs, rhs = (v.aval for v in eqn.invars)
-    out = eqn.outvars[0].aval
-    (lc, _), _ = eqn.params["dimension_numbers"]
-    contracted = math.prod(lhs.shape[d] for d in lc)
-    floats = {np.dtype(np.float32), np.dtype(np.float64)}
-    return (math.prod(out.shape) * contracted <= SMALL_DOT
-            and {np.dtype(lhs.dtype), np.dtype(rhs.dtype), np.dtype(out.dtype)} <= floats)
-
-
-def _eval_rewritten(jaxpr, consts, args) -> list:
-    """Evaluate `jaxpr` like `jax.core.eval_jaxpr`, small dots rewritten,
-    nested jit calls inlined (control flow is bound unchanged)."""
-    env = {}
-
-    def read(v):
-        return v.val if isinstance(v, jex_core.Literal) else env[v]
-
-    env.update(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        inner = eqn.params.get("jaxpr")
-        if eqn.primitive.name == "dot_general" and _is_small_dot(eqn):
-            outs = [_dot_as_sum(*invals, eqn.params["dimension_numbers"], eqn.outvars[0].aval.dtype)]
-        elif eqn.primitive.name in ("jit", "pjit", "closed_call") and isinstance(inner, jex_core.ClosedJaxpr):
-            outs = _eval_rewritten(inner.jaxpr, inner.consts, invals)
-        else:
-            with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-            if not eqn.primitive.multiple_results:
-                outs = [outs]
-        env.update(zip(eqn.outvars, outs))
-    return [read(v) for v in jaxpr.outvars]
-
-
-def fuse_small_dots(fn: Callable) -> Callable:
-    """`fn` with every small matrix product computed as multiply + sum.
-
-    Traces `fn` to a jaxpr at the abstract values of its arguments and
-    evaluates it, replacing each float32/float64 `dot_general` of at most
-    `SMALL_DOT` multiply-adds. The result equals `fn`'s up to the order of the
-    sums (a few ulps). Use it inside `jax.jit`: it costs one extra trace.
-    """
-    def fused(*args):
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-        outs = _eval_rewritten(closed.jaxpr, closed.consts, jax.tree.leaves(args))
-        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
-
-    return fused
 
 
 # --- the update step -----------------------------------------------------------
@@ -141,7 +63,7 @@ def train_step(loss: Callable, optimizer: Any) -> Callable:
         updates, opt_state = call_update(optimizer, grads, opt_state, params, value=value)
         return tree.apply_updates(params, updates), opt_state, value, grads
 
-    return fuse_small_dots(step)
+    return kernels.fuse_small_dots(step)
 
 
 def make_step(loss: Callable, optimizer: Any, *, mesh: Any = None) -> Callable:
@@ -163,8 +85,8 @@ def make_step(loss: Callable, optimizer: Any, *, mesh: Any = None) -> Callable:
         on their last axis (the device count must divide the batch); the result
         equals one device's (`fgd.parallel.sharded_step`).
     """
-    check_loss(loss)
-    check_optimizer(optimizer)
+    checks.check_loss(loss)
+    checks.check_optimizer(optimizer)
     step = train_step(loss, optimizer)
 
     def update(params, opt_state, X, Y):
@@ -411,7 +333,7 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
     so they share the history column; rows are then (R, capacity).
     """
     loss_fn = spec.loss_fn()
-    val_fn = fuse_small_dots(loss_fn) if data.Xv is not None else None
+    val_fn = kernels.fuse_small_dots(loss_fn) if data.Xv is not None else None
     epoch_fn = full_batch_epoch if spec.batch_size is None else minibatch_epoch
 
     def epoch(c, h):
@@ -442,126 +364,21 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
     # active runs are at epoch knobs.start when the chunk starts, and move together
     state = (carry, rows, jnp.int32(0), jnp.any(active(carry)))
     loop = lambda state: jax.lax.while_loop(lambda state: state[3], body, state)
-    carry, rows, _, _ = as_one_kernel(loop, state) if one_kernel else loop(state)
+    carry, rows, _, _ = kernels.as_one_kernel(loop, state) if one_kernel else loop(state)
     return carry, rows
 
-
-# --- a small loop as one XLA:CPU kernel ------------------------------------------------
-#: Primitives XLA:CPU can compile into one kernel (its "small call": the whole
-#: loop in one function, no thunk dispatch between operations). Anything else
-#: (sort, scatter, gather, large products, convolutions, custom and library
-#: calls, collectives) keeps the loop on XLA's usual per-operation runtime.
-KERNEL_PRIMITIVES = frozenset("""
-    abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type
-    copy copy_p cos cosh div eq erf erf_inv erfc exp exp2 expm1 floor ge gt integer_pow
-    is_finite le log log1p logistic lt max min mul ne neg nextafter not or pow
-    reduce_precision rem round rsqrt select_n sign sin sinh sqrt square sub tan tanh xor
-    shift_left shift_right_arithmetic shift_right_logical population_count
-    reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or argmax argmin
-    broadcast_in_dim reshape squeeze expand_dims transpose rev slice dynamic_slice
-    dynamic_update_slice concatenate pad iota split
-    while scan cond jit pjit closed_call custom_jvp_call custom_vjp_call
-""".split())
-#: The most array elements the operations of one loop iteration may produce
-#: for it to become one kernel (about a millisecond of single-threaded work):
-#: above that, XLA's per-operation runtime costs little and can use threads.
-KERNEL_ELEMENTS = 1 << 22
-
-
-def _sub_jaxprs(params: dict):
-    for value in params.values():
-        for v in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(v, jex_core.ClosedJaxpr):
-                yield v.jaxpr
-            elif isinstance(v, jex_core.Jaxpr):
-                yield v
-
-
-def _kernel_elements(jaxpr) -> Optional[int]:
-    """The elements the operations of `jaxpr` produce (a history write counts
-    its update), or None if one of them cannot join a kernel."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name not in KERNEL_PRIMITIVES:
-            return None
-        if eqn.primitive.name == "dynamic_update_slice":
-            total += math.prod(eqn.invars[1].aval.shape)
-        else:
-            total += sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
-        for inner in _sub_jaxprs(eqn.params):
-            n = _kernel_elements(inner)
-            if n is None:
-                return None
-            total += n
-    return total
-
-
-def as_one_kernel(fn: Callable, *args):
-    """`fn(*args)`, compiled by XLA:CPU as a single kernel when it is small.
-
-    On a 3-8-2 network an epoch is ~20 XLA operations of a few dozen numbers
-    each, and XLA:CPU's runtime spends more on dispatching them (and, for a
-    sweep, on handing them to its thread pool) than on the arithmetic. XLA:CPU
-    compiles a loop whose buffers are under 1 kB as one function (its small
-    call); the chunk's history rows keep ours above that, so the loop is
-    marked as such a call here instead (the frontend attribute
-    `xla_cpu_small_call`). 3-8-2 full batch: 1.04 -> 0.40 us per epoch;
-    64-run sweep: 22.7 -> 8.4 us.
-
-    `fn` is traced once (a jaxpr); the loop is marked only when its primitives
-    are in `KERNEL_PRIMITIVES` and one iteration produces at most
-    `KERNEL_ELEMENTS` elements; otherwise the jaxpr is evaluated unchanged.
-    The arithmetic is the same either way; only the compiled code differs.
-    """
-    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-    run = jex_core.jaxpr_as_fun(closed)
-    n = _kernel_elements(closed.jaxpr)
-    if n is None or n > KERNEL_ELEMENTS:
-        outs = run(*jax.tree.leaves(args))
-    else:
-        def one_kernel_loop(*leaves):    # the attributes are for the call alone
-            with set_xla_metadata(xla_cpu_small_call="false", inlineable="true"):
-                return run(*leaves)
-
-        with set_xla_metadata(xla_cpu_small_call="true", inlineable="false"):
-            outs = jax.jit(one_kernel_loop)(*jax.tree.leaves(args))
-    return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
-
-
-#: XLA:CPU options for the chunk. The YNNPACK fusions that XLA:CPU forms by
-#: default around small reductions and GEMMs run slower here than its own
-#: loop fusions and dot kernels: measured on the 3-8-2 sweep (3x) and the
-#: 784-512-512-10 Adam epoch (0.74 -> 0.88 of the GEMM roofline); they are
-#: also custom fusions, which a one-kernel loop (`as_one_kernel`) cannot hold.
-#: LLVM vectorises XLA's own loops 256 bits wide unless told otherwise; 512
-#: makes the 64-run sweep's epoch 8.5 -> 5.4 us where the CPU has AVX-512
-#: (without it the hint changes nothing), and leaves the GEMM-bound medium
-#: case as it was (85k vs 86k samples/s).
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": 512}
 
 #: The compiled chunk, cached by jax.jit on (spec, shapes and dtypes). The
 #: carry is not donated: `drive` keeps a chunk's input to replay it.
 _chunk_plain = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel")
 _chunk_cpu = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel",
-                     compiler_options=CPU_OPTIONS)
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_options_supported(backend: str) -> bool:
-    """Whether this jaxlib's XLA:CPU knows `CPU_OPTIONS` (probed once)."""
-    if backend != "cpu":
-        return False
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(np.float32(0)).compile()
-    except Exception:                     # an unknown flag: keep XLA's defaults
-        return False
-    return True
+                     compiler_options=kernels.CPU_OPTIONS)
 
 
 def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None):
     """`run_chunk`, jitted (spec static), with `CPU_OPTIONS` on XLA:CPU and,
     with those options and no mesh, a small loop as one kernel."""
-    options = cpu_options_supported(next(iter(data.X.devices())).platform)
+    options = kernels.cpu_options_supported(next(iter(data.X.devices())).platform)
     chunk = _chunk_cpu if options else _chunk_plain
     return chunk(spec, carry, data, knobs, hparams, one_kernel=options and spec.mesh is None)
 
@@ -666,94 +483,6 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     return Run(carry, history, timed_out, time.perf_counter() - t0)
 
 
-# --- boundary checks -------------------------------------------------------------
-def check_loss(loss: Any) -> None:
-    if not callable(loss):
-        raise TypeError(f"loss must be a callable loss(params, X, Y), such as fgd.make_loss(...); "
-                        f"got {type(loss).__name__}")
-
-
-def check_optimizer(opt: Any, name: str = "opt") -> None:
-    if not (callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))):
-        raise TypeError(f"{name} must be an optimizer with init and update (e.g. fgd.sgd(0.1)); "
-                        f"got {type(opt).__name__}")
-
-
-def check_int(value: Any, name: str, low: int, high: Optional[int] = None,
-              allow_none: bool = False) -> Optional[int]:
-    """An integer in [low, high] (None too when allowed)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an integer{' or None' if allow_none else ''}; "
-                        f"got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bound}; got {value}")
-    return int(value)
-
-
-def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> Optional[float]:
-    """None, or a finite real number (> 0 / >= 0 when asked)."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number or None; got {type(value).__name__} {value!r}")
-    x = float(value)
-    if not math.isfinite(x) or (positive and x <= 0) or (nonneg and x < 0):
-        want = "> 0" if positive else ">= 0" if nonneg else "finite"
-        raise ValueError(f"{name} must be a finite number {want if want != 'finite' else ''}".rstrip()
-                         + f"; got {value!r}")
-    return x
-
-
-def param_dtype(params: Params) -> np.dtype:
-    leaves = jax.tree.leaves(params)
-    if not leaves:
-        raise ValueError("params must hold at least one array; got an empty pytree")
-    for i, leaf in enumerate(leaves):
-        kind = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)).kind
-        if kind != "f" and str(getattr(leaf, "dtype", "")) != "bfloat16":
-            raise TypeError(f"params must hold floating-point arrays; leaf {i} has dtype "
-                            f"{getattr(leaf, 'dtype', type(leaf).__name__)}")
-    return np.dtype(jnp.result_type(*leaves))
-
-
-def check_data(loss: Any, X: Any, Y: Any, dtype: Any, names=("X", "Y")) -> tuple[Array, Array]:
-    """X, Y as device arrays of `dtype` after checking that they are real,
-    non-empty, finite, with the same number of examples (last axis), and
-    shaped for `loss.net` when the loss is an fgd Loss."""
-    nx, ny = names
-    X = validation.as_data(X, nx)
-    Y = validation.as_data(Y, ny)
-    if isinstance(loss, Loss):
-        net = loss.net
-        net.check_input(X, nx)
-        if Y.ndim != 2 or Y.shape[0] != net.out_dim:
-            raise ValueError(f"{ny} must have shape ({net.out_dim}, m) for a model with "
-                             f"{net.out_dim} outputs (one column per example); got shape {tuple(Y.shape)}")
-    if X.shape[-1] != Y.shape[-1]:
-        raise ValueError(f"{nx} and {ny} must have the same number of examples (last axis); "
-                         f"got shapes {tuple(X.shape)} and {tuple(Y.shape)}")
-    return on_device(X, nx, dtype), on_device(Y, ny, dtype)
-
-
-@jax.jit
-def _all_finite(x: Array) -> Array:
-    return jnp.all(jnp.isfinite(x))
-
-
-def on_device(x: Any, name: str, dtype: Any) -> Array:
-    """`x` cast to `dtype` on the device, checked finite there (a float64 host
-    copy of a large data set would cost more than the check)."""
-    arr = jnp.asarray(x, dtype)
-    if not bool(_all_finite(arr)):
-        validation.check_finite(x, name)                  # names the first bad entry
-        raise ValueError(f"{name} must be finite in {np.dtype(dtype)}, the params' dtype; "
-                         f"some values overflow it")
-    return arr
-
-
 def check_history(history: Any, has_validation: bool) -> tuple:
     if isinstance(history, str) or not all(isinstance(h, str) for h in history):
         raise TypeError(f"history must be a tuple of names from {HISTORY_NAMES}; got {history!r}")
@@ -783,31 +512,31 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     """Every boundary check of `fit`/`sweep`, then the data cast to the params'
     dtype and laid out for the mode (with a mesh: global arrays split over its
     "data" axis, `fgd.parallel.place_training_data`). Nothing is traced here."""
-    check_loss(loss)
+    checks.check_loss(loss)
     if mesh is not None:
         parallel.check_mesh(mesh)
     elif local_data:
         raise ValueError("local_data=True needs mesh=: it says each process holds its own "
                          "block of the examples of a multi-process mesh")
     if isinstance(loss, Loss):
-        validation.check_params(loss.net, params)
-    dtype = param_dtype(params)
-    X, Y = check_data(loss, X, Y, dtype)
+        checks.check_params(loss.net, params)
+    dtype = checks.param_dtype(params)
+    X, Y = checks.check_data(loss, X, Y, dtype)
     m = parallel.global_examples(int(X.shape[-1]), local_data)
-    check_int(epochs, "epochs", 0)
-    batch_size = check_int(batch_size, "batch_size", 1, m, allow_none=True)
+    checks.check_int(epochs, "epochs", 0)
+    batch_size = checks.check_int(batch_size, "batch_size", 1, m, allow_none=True)
     check_key(key)
-    goal = check_real(goal, "goal")
-    min_grad = check_real(min_grad, "min_grad", nonneg=True)
-    check_real(time_limit, "time_limit", positive=True)
+    goal = checks.check_real(goal, "goal")
+    min_grad = checks.check_real(min_grad, "min_grad", nonneg=True)
+    checks.check_real(time_limit, "time_limit", positive=True)
     faults.check_policy(nonfinite)
     diverge = faults.check_diverge(diverge)
     Xv = Yv = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError(f"validation must be a pair (Xv, Yv); got {type(validation_data).__name__}")
-        Xv, Yv = check_data(loss, *validation_data, dtype, names=("Xv", "Yv"))
-    patience = check_int(patience, "patience", 1, allow_none=True)
+        Xv, Yv = checks.check_data(loss, *validation_data, dtype, names=("Xv", "Yv"))
+    patience = checks.check_int(patience, "patience", 1, allow_none=True)
     if patience is not None and Xv is None:
         raise ValueError("patience needs validation=(Xv, Yv): it counts epochs without a "
                          "lower validation loss")
@@ -986,7 +715,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
     Raises:
       ValueError, TypeError: a bad argument, named, before anything is traced.
     """
-    check_optimizer(opt)
+    checks.check_optimizer(opt)
     every = resuming.check_args(checkpoint_dir, checkpoint_every, resume, keep)
     opt = faults.wrap(opt, faults.check_policy(nonfinite))
     key = jax.random.key(0) if key is None else key

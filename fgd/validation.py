@@ -1,5 +1,8 @@
 """Checks at the public boundary, run before anything is traced.
 
+The first part checks models, data and params; the second, the arguments of
+the training functions (`fit`, `sweep`, `make_step`).
+
 Each check raises ValueError (TypeError for a wrong kind of object) whose
 message names the argument, what was expected and what was received. Shape
 checks use only static shapes, so they also run inside a jitted loss.
@@ -8,9 +11,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+import numbers
+from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -73,11 +78,7 @@ def check_xy(net: Any, X: Any, Y: Any, *, finite: bool) -> tuple[Any, Any]:
     X = as_data(X, "X")
     Y = as_data(Y, "Y")
     net.check_input(X, "X")
-    if Y.ndim != 2 or Y.shape[0] != net.out_dim:
-        raise ValueError(
-            f"Y must have shape ({net.out_dim}, m) for a model with {net.out_dim} outputs "
-            f"(one column per example); got shape {tuple(Y.shape)}"
-        )
+    check_targets_shape(net, Y, "Y")
     if X.shape[-1] != Y.shape[-1]:
         raise ValueError(
             f"X and Y must have the same number of examples (columns); "
@@ -87,6 +88,15 @@ def check_xy(net: Any, X: Any, Y: Any, *, finite: bool) -> tuple[Any, Any]:
         check_finite(X, "X")
         check_finite(Y, "Y")
     return X, Y
+
+
+def check_targets_shape(net: Any, Y: Any, name: str) -> None:
+    """Y must be (n[L], m): one column per example."""
+    if Y.ndim != 2 or Y.shape[0] != net.out_dim:
+        raise ValueError(
+            f"{name} must have shape ({net.out_dim}, m) for a model with {net.out_dim} outputs "
+            f"(one column per example); got shape {tuple(Y.shape)}"
+        )
 
 
 @functools.lru_cache(maxsize=256)
@@ -123,3 +133,90 @@ def check_nonneg(value: Any, name: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     return float(value)
+
+
+# --- the training functions' arguments (fit, sweep, make_step) ----------------
+def check_loss(loss: Any) -> None:
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable loss(params, X, Y), such as fgd.make_loss(...); "
+                        f"got {type(loss).__name__}")
+
+
+def check_optimizer(opt: Any, name: str = "opt") -> None:
+    if not (callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))):
+        raise TypeError(f"{name} must be an optimizer with init and update (e.g. fgd.sgd(0.1)); "
+                        f"got {type(opt).__name__}")
+
+
+def check_int(value: Any, name: str, low: int, high: Optional[int] = None,
+              allow_none: bool = False) -> Optional[int]:
+    """An integer in [low, high] (None too when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer{' or None' if allow_none else ''}; "
+                        f"got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {bound}; got {value}")
+    return int(value)
+
+
+def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> Optional[float]:
+    """None, or a finite real number (> 0 / >= 0 when asked)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number or None; got {type(value).__name__} {value!r}")
+    x = float(value)
+    if not math.isfinite(x) or (positive and x <= 0) or (nonneg and x < 0):
+        want = "> 0" if positive else ">= 0" if nonneg else "finite"
+        raise ValueError(f"{name} must be a finite number {want if want != 'finite' else ''}".rstrip()
+                         + f"; got {value!r}")
+    return x
+
+
+def param_dtype(params: Any) -> np.dtype:
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params must hold at least one array; got an empty pytree")
+    for i, leaf in enumerate(leaves):
+        kind = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)).kind
+        if kind != "f" and str(getattr(leaf, "dtype", "")) != "bfloat16":
+            raise TypeError(f"params must hold floating-point arrays; leaf {i} has dtype "
+                            f"{getattr(leaf, 'dtype', type(leaf).__name__)}")
+    return np.dtype(jnp.result_type(*leaves))
+
+
+def check_data(loss: Any, X: Any, Y: Any, dtype: Any, names=("X", "Y")) -> tuple[jax.Array, jax.Array]:
+    """X, Y as device arrays of `dtype` after checking that they are real,
+    non-empty, finite, with the same number of examples (last axis), and
+    shaped for `loss.net` when the loss is an fgd Loss."""
+    nx, ny = names
+    X = as_data(X, nx)
+    Y = as_data(Y, ny)
+    from fgd.losses import Loss  # losses imports this module
+
+    if isinstance(loss, Loss):
+        loss.net.check_input(X, nx)
+        check_targets_shape(loss.net, Y, ny)
+    if X.shape[-1] != Y.shape[-1]:
+        raise ValueError(f"{nx} and {ny} must have the same number of examples (last axis); "
+                         f"got shapes {tuple(X.shape)} and {tuple(Y.shape)}")
+    return on_device(X, nx, dtype), on_device(Y, ny, dtype)
+
+
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+    return jnp.all(jnp.isfinite(x))
+
+
+def on_device(x: Any, name: str, dtype: Any) -> jax.Array:
+    """`x` cast to `dtype` on the device, checked finite there (a float64 host
+    copy of a large data set would cost more than the check)."""
+    arr = jnp.asarray(x, dtype)
+    if not bool(_all_finite(arr)):
+        check_finite(x, name)                  # names the first bad entry
+        raise ValueError(f"{name} must be finite in {np.dtype(dtype)}, the params' dtype; "
+                         f"some values overflow it")
+    return arr

@@ -411,7 +411,7 @@ def test_bad_arguments_are_named(traffic, change, error, words):
     ("i,j->ij", [(5,), (6,)]),                 # outer product: nothing contracted
 ])
 def test_fuse_small_dots_equals_dot(spec, shapes):
-    from fgd.train import fuse_small_dots
+    from fgd.kernels import fuse_small_dots
 
     keys = jax.random.split(jax.random.key(0), len(shapes))
     args = [jax.random.normal(k, s, jnp.float64) for k, s in zip(keys, shapes)]
@@ -432,7 +432,7 @@ def _chunk_setup(X, Y, batch_size):
     return setup, carry, setup.knobs._replace(end=jnp.int32(40))
 
 
-@pytest.mark.skipif(not fgd.train.cpu_options_supported(jax.default_backend()),
+@pytest.mark.skipif(not fgd.kernels.cpu_options_supported(jax.default_backend()),
                     reason="one-kernel loops are an XLA:CPU feature used with CPU_OPTIONS")
 @pytest.mark.parametrize("batch_size, one", [(None, True), (5, False)])
 def test_small_full_batch_loop_is_one_kernel_with_the_same_numbers(traffic, batch_size, one):
