@@ -12,7 +12,7 @@ parameters. Any object with these two attributes works with `make_step` and
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 

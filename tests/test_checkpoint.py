@@ -4,7 +4,6 @@ The reference value of every round trip is the saved array itself: restored
 leaves must be bit-identical (same dtype, same bytes), so no tolerance is used.
 """
 import io
-import os
 import pickle
 import tracemalloc
 import warnings

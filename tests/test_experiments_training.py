@@ -7,9 +7,7 @@ writes. Thresholds are stated where they are set: they are loose on purpose
 (convergence claims), but each is a measured effect of orders of magnitude or
 a clear ordering, not "the loss went down".
 """
-from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

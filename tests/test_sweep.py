@@ -23,14 +23,6 @@ def init(key):
     return NET.init(key, "uniform", dtype=jnp.float64)
 
 
-@pytest.fixture(scope="module")
-def traffic():
-    d = fgd.data.traffic(jnp.float64)
-    X, _ = fgd.data.premnmx(d.X)
-    Y, _ = fgd.data.premnmx(d.Y)
-    return np.asarray(X), np.asarray(Y)
-
-
 def run_of(tree, i, r):
     return jax.tree.map(lambda a: a[i, r], tree)
 

@@ -7,7 +7,6 @@ whose params a stopped fit must reproduce exactly.
 """
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -22,15 +21,6 @@ F32_TOL = 1e-5
 
 
 # --- fixtures and references -----------------------------------------------------
-@pytest.fixture(scope="module")
-def traffic():
-    """The seed's data, premnmx-scaled to [-1, 1] (float64)."""
-    d = fgd.data.traffic(jnp.float64)
-    X, _ = fgd.data.premnmx(d.X)
-    Y, _ = fgd.data.premnmx(d.Y)
-    return np.asarray(X), np.asarray(Y)
-
-
 NET = fgd.MLP((3, 8, 2), hidden="logsig", output="purelin")
 LOSS = fgd.make_loss(NET, "sse")
 
