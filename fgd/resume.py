@@ -51,7 +51,7 @@ DEFAULT_EVERY = "60s"
 _SECONDS_RE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|min|h)\s*")
 _UNIT = {"s": 1.0, "min": 60.0, "h": 3600.0}
 _ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]+")
-NONFINITE = 1        # train.NONFINITE (this module does not import train)
+NONFINITE = 1        # loop.NONFINITE (this module does not import loop)
 
 
 class ConfigMismatchError(CheckpointMismatchError):
@@ -265,7 +265,7 @@ class Saver:
             self.save(carry, self.history(chunks))
 
     def complete(self, out, run, knobs, replay: bool):
-        """`out` (a train.Run) with the whole history; saves the final state,
+        """`out` (a loop.Run) with the whole history; saves the final state,
         except the failing one of nonfinite="raise"."""
         history = self.history([out.history] if out.history else [])
         carry = out.carry

@@ -2,7 +2,7 @@
 
 A sweep trains a grid of configurations, initialisations (one per key, or
 given stacked params) times learning rates, through fit's own compiled chunk
-(`fgd.train.run_chunk` with `spec.batched`): the same epoch body, the same
+(`fgd.loop.run_chunk` with `spec.batched`): the same epoch body, the same
 stopping rules, the same history, run for every configuration at once, with
 the runs on the last axis of every array (`batch_last` below)::
 
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-from fgd import train, tree
+from fgd import loop, train, tree
 from fgd import validation as checks  # sweep's `validation` argument is the validation data
 from fgd.base import Params, PRNGKey
 
@@ -254,15 +254,15 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
     states = jax.vmap(lambda p, h: build(h).init(p))(flat, hparams)
     if "lr" in spec.history:
         train._check_lr_state(jax.tree.map(lambda a: a[0], states))
-    carry = jax.vmap(functools.partial(train.init_carry, spec), out_axes=-1)(flat, states)
-    run = lambda c, knobs: train.compiled_chunk(spec, c, setup.data, knobs, hparams)
-    out = train.drive(run, carry, setup.knobs, epochs=epochs, capacity=spec.capacity,
+    carry = jax.vmap(functools.partial(loop.init_carry, spec), out_axes=-1)(flat, states)
+    run = lambda c, knobs: loop.compiled_chunk(spec, c, setup.data, knobs, hparams)
+    out = loop.drive(run, carry, setup.knobs, epochs=epochs, capacity=spec.capacity,
                       time_limit=time_limit, progress=progress, replay=spec.batch_size is None,
                       desc="sweep")
     return _result(out, spec, (n_init, n_rate), epochs)
 
 
-def _result(out: train.Run, spec: train.Spec, grid: tuple, epochs: int) -> SweepResult:
+def _result(out: loop.Run, spec: loop.Spec, grid: tuple, epochs: int) -> SweepResult:
     c = out.carry
     grid_of = lambda a: np.asarray(a).reshape(grid + np.shape(a)[1:])
     codes, ran = grid_of(c.stop), grid_of(c.epoch)
@@ -271,7 +271,7 @@ def _result(out: train.Run, spec: train.Spec, grid: tuple, epochs: int) -> Sweep
                for name in spec.history}
     reasons = np.vectorize(lambda code, e: train.stop_reason(
         int(code), bool(out.timed_out and e < epochs)), otypes=[object])(codes, ran).astype(str)
-    nonfinite = np.where(codes == train.NONFINITE, ran - 1, -1)
+    nonfinite = np.where(codes == loop.NONFINITE, ran - 1, -1)
     loss = history["loss"]
     final = (np.take_along_axis(loss, np.maximum(ran - 1, 0)[..., None], axis=-1)[..., 0]
              if loss.shape[-1] else np.full(grid, np.nan))

@@ -8,9 +8,9 @@ One update step is one jit boundary (STYLE habit 4)::
 
 `fit` runs many such steps on the device (habit 5): the steps of an epoch run
 inside one `lax.scan`, and a chunk of epochs runs inside one `lax.while_loop`
-whose condition checks the stopping rules on the device. The host wakes up
-only at chunk ends: to read the history, update the progress bar, check the
-time limit and size the next chunk. A chunk's length is a traced value, so
+whose condition checks the stopping rules on the device (`fgd.loop`). The
+host wakes up only at chunk ends: to read the history, update the progress
+bar, check the time limit and size the next chunk. A chunk's length is a traced value, so
 chunking never recompiles; the compiled chunk is cached by `jax.jit` on a
 hashable `Spec` (the `Loss` by value, the optimizer by identity, the modes),
 so a second `fit` with the same loss, optimizer and shapes does not compile
@@ -26,46 +26,23 @@ sums and a small chunk loop into one XLA:CPU kernel. Boundary checks live in
 """
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import kernels, parallel, tree
+from fgd import loop, parallel, tree
 from fgd import validation as checks  # fit's `validation` argument is the validation data
 from fgd.base import Array, OptState, Params, PRNGKey
 from fgd.losses import Loss
 from fgd.models import check_key
 from fgd.optimizers import current_lr
-from fgd.transforms import call_update
 from fgd import faults, resume as resuming
 
-#: Epochs one compiled chunk can record: full batch, mini-batch.
-CAPACITY_FULL, CAPACITY_MINI = 16384, 1024
-#: Wall time a chunk aims at once the epoch rate is known (progress refresh).
-CHUNK_SECONDS = 0.25
-HISTORY_NAMES = ("loss", "val_loss", "grad_norm", "lr")
 
 
 # --- the update step -----------------------------------------------------------
-def train_step(loss: Callable, optimizer: Any) -> Callable:
-    """The pure (unjitted) step `(params, state, X, Y) -> (params, state, loss, grads)`.
-
-    `loss` is evaluated at the incoming params (the value computed with its
-    gradient); the optimizer gets `value=loss` only if its `update` accepts it
-    (`fgd.transforms.call_update`), so optax optimizers work unchanged.
-    """
-    def step(params, opt_state, X, Y):
-        value, grads = jax.value_and_grad(loss)(params, X, Y)
-        updates, opt_state = call_update(optimizer, grads, opt_state, params, value=value)
-        return tree.apply_updates(params, updates), opt_state, value, grads
-
-    return kernels.fuse_small_dots(step)
-
-
 def make_step(loss: Callable, optimizer: Any, *, mesh: Any = None) -> Callable:
     """One jitted update: `step(params, opt_state, X, Y) -> (params, opt_state, loss_value)`.
 
@@ -87,7 +64,7 @@ def make_step(loss: Callable, optimizer: Any, *, mesh: Any = None) -> Callable:
     """
     checks.check_loss(loss)
     checks.check_optimizer(optimizer)
-    step = train_step(loss, optimizer)
+    step = loop.train_step(loss, optimizer)
 
     def update(params, opt_state, X, Y):
         params, opt_state, value, _ = step(params, opt_state, X, Y)
@@ -98,409 +75,25 @@ def make_step(loss: Callable, optimizer: Any, *, mesh: Any = None) -> Callable:
     return jax.jit(update, donate_argnums=(0, 1))
 
 
-# --- what a compiled chunk of epochs is made of ---------------------------------
-class Static:
-    """A static argument hashed and compared by identity (optimizers are
-    tuples of closures; two factories with equal rates are still different)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __hash__(self):
-        return id(self.obj)
-
-    def __eq__(self, other):
-        return isinstance(other, Static) and other.obj is self.obj
-
-
-class Spec(NamedTuple):
-    """Everything static about a compiled chunk; the jit cache key."""
-
-    loss: Any                  # a hashable loss (Loss by value) or Static
-    optimizer: Static          # an optimizer, or with `factory` a function hparams -> optimizer
-    factory: bool
-    batch_size: Optional[int]  # None: full batch
-    n_batches: int             # updates per epoch
-    capacity: int              # history rows per chunk
-    history: tuple             # names recorded, from HISTORY_NAMES
-    min_grad: bool
-    patience: bool
-    skip: bool = False         # nonfinite="skip": epoch loss over finite batches
-    diverge: bool = False      # the divergence guard is on
-    batched: bool = False      # a last axis of runs on every carry leaf (fgd.sweep)
-    mesh: Any = None           # a Mesh: batches split over its "data" axis (fgd.parallel)
-
-    def build_optimizer(self, hparams):
-        return self.optimizer.obj(hparams) if self.factory else self.optimizer.obj
-
-    def loss_fn(self):
-        return self.loss.obj if isinstance(self.loss, Static) else self.loss
-
-
-class Knobs(NamedTuple):
-    """Traced scalars of a chunk: changing them never recompiles."""
-
-    start: Array     # () int32: the epoch the chunk's history row 0 belongs to
-    end: Array       # () int32: run until this many epochs are done
-    goal: Array      # () float: stop when the loss is <= goal
-    min_grad: Array  # () float: stop when the gradient norm is <= min_grad
-    patience: Array  # () int32: stop after this many epochs without improvement
-    diverge: Any = None  # () float: stop once loss > diverge * lowest loss so far
-
-
-class Data(NamedTuple):
-    """Training data in the layout the mode reads: full batch (..., m);
-    mini-batch examples first (m, ...), so a batch is a contiguous row gather."""
-
-    X: Array
-    Y: Array
-    Xv: Optional[Array]
-    Yv: Optional[Array]
-    key: PRNGKey
-
-
-class Carry(NamedTuple):
-    """What a while-loop iteration carries, and what the host keeps between chunks."""
-
-    epoch: Array      # () int32: epochs run (= history rows)
-    updates: Array    # () int32: optimizer updates applied
-    stop: Array       # () int32: 0 while running, else the STOP_RULES code
-    params: Params    # the params to go on from (or to return once stopped)
-    opt_state: OptState
-    best: Any         # patience: (params, best val loss, its epoch)
-    low: Any = None   # diverge: () float, the lowest finite loss of the epochs run
-    bad_batch: Any = None  # () int32: first non-finite batch loss of the last epoch (0 if none)
-
-
-class Metrics(NamedTuple):
-    """One epoch's figures, from which the stopping rules decide."""
-
-    epoch: Array
-    loss: Array
-    grad_norm: Optional[Array]
-    val_loss: Optional[Array]
-    best_epoch: Optional[Array]
-    low: Optional[Array] = None   # the lowest loss before this epoch (diverge)
-
-
-# --- stopping rules: (code, reason, enabled(spec), hit(metrics, knobs)) ---------
-def _nonfinite(m: Metrics, k: Knobs) -> Array:
-    return ~jnp.isfinite(m.loss)
-
-
-def _goal(m: Metrics, k: Knobs) -> Array:
-    return m.loss <= k.goal
-
-
-def _min_grad(m: Metrics, k: Knobs) -> Array:
-    return m.grad_norm <= k.min_grad
-
-
-def _patience(m: Metrics, k: Knobs) -> Array:
-    return m.epoch - m.best_epoch >= k.patience
-
-
-def _diverged(m: Metrics, k: Knobs) -> Array:
-    return m.loss > k.diverge * m.low
-
-
-#: In priority order; "epochs" and "time_limit" are decided on the host.
-STOP_RULES = (
-    (1, "nonfinite", lambda s: True, _nonfinite),
-    (5, "diverged", lambda s: s.diverge, _diverged),
-    (2, "goal", lambda s: True, _goal),                 # goal=None is -inf: never
-    (3, "min_grad", lambda s: s.min_grad, _min_grad),
-    (4, "patience", lambda s: s.patience, _patience),
-)
-STOP_REASONS = {code: reason for code, reason, _, _ in STOP_RULES}
-NONFINITE, PATIENCE = 1, 4
-
-
-def stop_code(spec: Spec, m: Metrics, knobs: Knobs) -> Array:
-    """The code of the first enabled rule that fires, 0 if none."""
-    code = jnp.zeros((), jnp.int32)
-    for number, _, enabled, hit in reversed(STOP_RULES):
-        if enabled(spec):
-            code = jnp.where(hit(m, knobs), jnp.int32(number), code)
-    return code
-
-
-# --- one epoch, full batch and mini-batch --------------------------------------
-def _track_best(spec: Spec, c: Carry, val: Optional[Array], params: Params, epoch: Array):
-    """Patience: remember the params with the lowest validation loss so far."""
-    if not spec.patience:
-        return None, None
-    best_params, best_val, best_epoch = c.best
-    improved = val < best_val
-    best = (tree.tree_where(improved, params, best_params),
-            jnp.where(improved, val.astype(best_val.dtype), best_val),
-            jnp.where(improved, epoch, best_epoch))
-    return best, best[2]
-
-
-def _lowest(spec: Spec, low: Any, value: Array) -> Any:
-    """The divergence guard's lowest finite loss, `value` included."""
-    if not spec.diverge:
-        return low
-    return jnp.where(jnp.isfinite(value) & (value < low), value.astype(low.dtype), low)
-
-
-def _epoch_loss(spec: Spec, values: Array, params: Params) -> Array:
-    """The mean of an epoch's batch losses; with nonfinite="skip" the mean of
-    the finite ones, NaN when none is or the params are no longer finite."""
-    if not spec.skip:
-        return jnp.mean(values)
-    finite = jnp.isfinite(values)
-    mean = jnp.sum(jnp.where(finite, values, 0)) / jnp.sum(finite)
-    return jnp.where(tree.tree_all_finite(params), mean, jnp.nan)
-
-
-def _record(spec: Spec, loss: Array, grad_norm, val, lr) -> dict:
-    values = {"loss": loss, "val_loss": val, "grad_norm": grad_norm, "lr": lr}
-    return {name: values[name] for name in spec.history}
-
-
-def full_batch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs):
-    """One update on all of X. Every figure is taken at the params the update
-    starts from, and the rules decide before the update: a stopped epoch
-    keeps its params (the best ones after running out of patience; after a
-    non-finite loss `drive` replays the chunk up to the epoch before)."""
-    params, state, value, grads = step(c.params, c.opt_state, data.X, data.Y)
-    gnorm = tree.global_norm(grads) if spec.min_grad or "grad_norm" in spec.history else None
-    val = val_fn(c.params, data.Xv, data.Yv) if data.Xv is not None else None
-    lr = current_lr(c.opt_state) if "lr" in spec.history else None
-    best, best_epoch = _track_best(spec, c, val, c.params, c.epoch)
-    code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch, c.low), knobs)
-    go = code == 0
-    keep = tree.tree_where(code == PATIENCE, best[0], c.params) if spec.patience else c.params
-    new_params, new_state = tree.tree_where(go, (params, state), (keep, c.opt_state))
-    carry = Carry(c.epoch + 1, c.updates + go.astype(jnp.int32), code, new_params, new_state, best,
-                  _lowest(spec, c.low, value), c.bad_batch)
-    return carry, _record(spec, value, gnorm, val, lr)
-
-
-def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs):
-    """`n_batches` updates on batches of `batch_size` examples in the order
-    `permutation(fold_in(key, epoch), m)`; the last `m % batch_size` examples
-    of that order are left out. The rules decide after the epoch, on the
-    mean batch loss; an epoch with a non-finite batch loss is undone."""
-    m, k = data.X.shape[0], spec.batch_size
-    order = jax.random.permutation(jax.random.fold_in(data.key, c.epoch), m)
-    batches = order[: spec.n_batches * k].reshape(spec.n_batches, k)
-    want_norm = spec.min_grad or "grad_norm" in spec.history
-
-    def batch_step(carry, idx):
-        params, state = carry
-        xb = jnp.moveaxis(data.X.at[idx].get(mode="promise_in_bounds"), 0, -1)   # (..., k)
-        yb = jnp.moveaxis(data.Y.at[idx].get(mode="promise_in_bounds"), 0, -1)
-        if spec.mesh is not None:
-            xb, yb = (parallel.constrain_examples(spec.mesh, b) for b in (xb, yb))
-        params, state, value, grads = step(params, state, xb, yb)
-        gnorm = tree.global_norm(grads) if want_norm else jnp.zeros((), value.dtype)
-        return (params, state), (value, gnorm)
-
-    (params, state), (values, gnorms) = jax.lax.scan(batch_step, (c.params, c.opt_state), batches)
-    value = _epoch_loss(spec, values, params)
-    gnorm = jnp.mean(gnorms) if want_norm else None
-    val = val_fn(params, data.Xv, data.Yv) if data.Xv is not None else None
-    lr = current_lr(c.opt_state) if "lr" in spec.history else None
-    best, best_epoch = _track_best(spec, c, val, params, c.epoch)
-    code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch, c.low), knobs)
-    finite = code != NONFINITE
-    params, state = tree.tree_where(finite, (params, state), (c.params, c.opt_state))
-    if spec.patience:
-        params = tree.tree_where(code == PATIENCE, best[0], params)
-    updates = c.updates + jnp.where(finite, spec.n_batches, 0).astype(jnp.int32)
-    bad = jnp.argmax(~jnp.isfinite(values)).astype(jnp.int32)    # first bad batch, 0 if none
-    carry = Carry(c.epoch + 1, updates, code, params, state, best, _lowest(spec, c.low, value), bad)
-    return carry, _record(spec, value, gnorm, val, lr)
-
-
-def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None, *,
-              one_kernel: bool = False):
-    """Epochs `carry.epoch .. knobs.end - 1` (or until a rule stops) in one
-    `lax.while_loop`. Returns the new carry and `{name: (capacity,)}` history
-    rows, row i for epoch `knobs.start + i` (NaN past the last epoch run).
-    With `one_kernel` (XLA:CPU), a small loop is compiled as one kernel
-    (`as_one_kernel`).
-
-    With `spec.batched` (`fgd.sweep`) every carry leaf has a LAST axis of R
-    runs, and `hparams` and `knobs.end` are (R,): the epoch body runs batched
-    (`fgd.sweep.batch_last`), the loop runs while any run is active and a
-    finished run keeps its carry. Active runs are always at the same epoch,
-    so they share the history column; rows are then (R, capacity).
-    """
-    loss_fn = spec.loss_fn()
-    val_fn = kernels.fuse_small_dots(loss_fn) if data.Xv is not None else None
-    epoch_fn = full_batch_epoch if spec.batch_size is None else minibatch_epoch
-
-    def epoch(c, h):
-        step = train_step(loss_fn, spec.build_optimizer(h))
-        return epoch_fn(spec, step, val_fn, c, data, knobs)
-
-    if spec.batched:
-        from fgd.sweep import batch_last              # sweep builds on this module
-        epoch = batch_last(epoch, carry.epoch.shape[0])
-    dtype = tree.scalar_dtype(carry.params)
-    runs = carry.epoch.shape                                # () or (R,)
-    rows = {name: jnp.full(runs + (spec.capacity,), jnp.nan, dtype) for name in spec.history}
-
-    def active(c):
-        return (c.epoch < knobs.end) & (c.stop == 0)
-
-    def body(state):
-        c, rows, i, _ = state                           # i: the history column
-        new, record = epoch(c, hparams)
-        if spec.batched:
-            on = active(c)
-            new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, c)
-            record = {name: jnp.where(on, v, jnp.nan) for name, v in record.items()}
-        put = jax.lax.dynamic_update_index_in_dim               # not a scatter: kernel-friendly
-        rows = {name: put(rows[name], record[name].astype(dtype), i, -1) for name in rows}
-        return new, rows, i + 1, jnp.any(active(new))
-
-    # active runs are at epoch knobs.start when the chunk starts, and move together
-    state = (carry, rows, jnp.int32(0), jnp.any(active(carry)))
-    loop = lambda state: jax.lax.while_loop(lambda state: state[3], body, state)
-    carry, rows, _, _ = kernels.as_one_kernel(loop, state) if one_kernel else loop(state)
-    return carry, rows
-
-
-#: The compiled chunk, cached by jax.jit on (spec, shapes and dtypes). The
-#: carry is not donated: `drive` keeps a chunk's input to replay it.
-_chunk_plain = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel")
-_chunk_cpu = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel",
-                     compiler_options=kernels.CPU_OPTIONS)
-
-
-def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None):
-    """`run_chunk`, jitted (spec static), with `CPU_OPTIONS` on XLA:CPU and,
-    with those options and no mesh, a small loop as one kernel."""
-    options = kernels.cpu_options_supported(next(iter(data.X.devices())).platform)
-    chunk = _chunk_cpu if options else _chunk_plain
-    return chunk(spec, carry, data, knobs, hparams, one_kernel=options and spec.mesh is None)
-
-
-def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:
-    """A fresh carry (int32 counters at 0)."""
-    zero = lambda: jnp.zeros((), jnp.int32)
-    best = None
-    if spec.patience:
-        best = (params, jnp.full((), jnp.inf, tree.scalar_dtype(params)),
-                zero())
-    low = jnp.full((), jnp.inf, tree.scalar_dtype(params)) if spec.diverge else None
-    return Carry(zero(), zero(), zero(), params, opt_state, best, low, zero())
-
-
-# --- the host side: chunks, time, progress --------------------------------------
-class Run(NamedTuple):
-    """What `drive` hands back: the final carry, the history, the host stop."""
-
-    carry: Carry
-    history: dict       # name -> rows (epochs,) or (configs, epochs)
-    timed_out: bool
-    seconds: float
-
-
-def progress_bar(progress: Optional[bool], total: int, desc: str):
-    """A tqdm bar, or None: off with progress=False, on with True, and by
-    default only when stderr is a terminal (and tqdm is installed)."""
-    if progress is False or (progress is None and not sys.stderr.isatty()):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
-
-
-def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
-          time_limit: Optional[float], progress: Optional[bool], replay: bool,
-          desc: str = "fit", saver: Any = None) -> Run:
-    """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk, from the
-    carry's epoch on. A `saver` (`fgd.resume.Saver`) cuts chunks at checkpoint
-    epochs and saves the state after them.
-
-    Chunk lengths grow geometrically from one epoch until a chunk takes about
-    `CHUNK_SECONDS` (or what is left of `time_limit`), at most `capacity`.
-    The host reads the carry's counters and the history only here; the time
-    limit is checked after each chunk. Works for one run and for a vmapped
-    batch of runs (`fgd.sweep`, runs on the last axis of every carry leaf),
-    whose counters and `knobs.end` are then (R,) arrays.
-
-    With `replay` (full batch), a run stopped by a non-finite loss in epoch k
-    gets the params and state of epoch k - 1 by rerunning the compiled chunk
-    from the previous chunk's input up to there: the same program on the same
-    inputs, so the same numbers, and no copy of the params on every epoch.
-    """
-    t0 = time.perf_counter()
-    bar = progress_bar(progress, epochs, desc)
-    ends = lambda e: jnp.full(np.shape(carry.epoch), e, jnp.int32)
-    chunks, inputs, n, timed_out = [], [], 1, False
-    done = int(np.max(np.asarray(carry.epoch)))        # > 0 when resumed
-    try:
-        while done < epochs and not np.all(np.asarray(carry.stop) != 0):
-            end = min(epochs, done + n)
-            if saver is not None:
-                end = saver.chunk_end(done, end)
-            t_chunk = time.perf_counter()
-            inputs = (inputs + [(done, carry)])[-2:]
-            carry, rows = run(carry, knobs._replace(start=jnp.int32(done), end=ends(end)))
-            epoch_now = int(np.max(np.asarray(carry.epoch)))
-            ran = epoch_now - done
-            chunks.append({name: np.asarray(r)[..., :ran] for name, r in rows.items()})
-            done = epoch_now
-            if saver is not None:
-                saver.chunk_done(carry, chunks)
-            now = time.perf_counter()
-            if bar is not None:
-                bar.update(ran)
-                last = np.asarray(chunks[-1]["loss"])[..., -1]
-                bar.set_postfix(loss=f"{float(np.nanmin(last)) if last.size else float('nan'):.4g}")
-            if time_limit is not None and now - t0 >= time_limit:
-                timed_out = done < epochs and not np.all(np.asarray(carry.stop) != 0)
-                break
-            budget = CHUNK_SECONDS if time_limit is None else min(CHUNK_SECONDS, time_limit - (now - t0))
-            rate = ran / max(now - t_chunk, 1e-9)
-            n = int(min(capacity, max(1, min(64 * n, rate * budget))))
-        failed = np.asarray(carry.stop) == NONFINITE
-        if replay and failed.any() and inputs:
-            start, base = inputs[0]
-            # stopped in epoch k = epoch - 1; epochs start .. k - 2 lead to p[k - 1]
-            to = np.where(failed, np.asarray(carry.epoch) - 2, start)
-            again, _ = run(base, knobs._replace(start=jnp.int32(start), end=jnp.asarray(to, jnp.int32)))
-            pick = lambda a, b: jnp.where(failed, a, b)   # runs on the last axis
-            params, state = jax.tree.map(pick, (again.params, again.opt_state),
-                                         (carry.params, carry.opt_state))
-            carry = carry._replace(params=params, opt_state=state)
-    finally:
-        if bar is not None:
-            bar.close()
-    names = chunks[0].keys() if chunks else ()
-    history = {name: np.concatenate([c[name] for c in chunks], axis=-1) for name in names}
-    return Run(carry, history, timed_out, time.perf_counter() - t0)
-
-
+# --- fit's arguments, checked and laid out ---------------------------------------
 def check_history(history: Any, has_validation: bool) -> tuple:
     if isinstance(history, str) or not all(isinstance(h, str) for h in history):
-        raise TypeError(f"history must be a tuple of names from {HISTORY_NAMES}; got {history!r}")
-    unknown = [h for h in history if h not in HISTORY_NAMES]
+        raise TypeError(f"history must be a tuple of names from {loop.HISTORY_NAMES}; got {history!r}")
+    unknown = [h for h in history if h not in loop.HISTORY_NAMES]
     if unknown:
-        raise ValueError(f"history names must be among {HISTORY_NAMES}; got unknown {unknown}")
+        raise ValueError(f"history names must be among {loop.HISTORY_NAMES}; got unknown {unknown}")
     names = set(history) | {"loss"} | ({"val_loss"} if has_validation else set())
     if "val_loss" in names and not has_validation:
         raise ValueError("history 'val_loss' needs validation=(Xv, Yv)")
-    return tuple(h for h in HISTORY_NAMES if h in names)
+    return tuple(h for h in loop.HISTORY_NAMES if h in names)
 
 
 class Setup(NamedTuple):
     """A checked fit call, ready to compile: static spec, traced knobs, data."""
 
-    spec: Spec
-    knobs: Knobs
-    data: Data
+    spec: loop.Spec
+    knobs: loop.Knobs
+    data: loop.Data
     dtype: np.dtype
     m: int
 
@@ -548,18 +141,18 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         key = parallel.replicate(mesh, key)
     elif batch_size is not None:
         X, Y = examples_first(X), examples_first(Y)
-    spec = Spec(loss if _hashable(loss) else Static(loss), Static(optimizer), factory, batch_size,
+    spec = loop.Spec(loss if _hashable(loss) else loop.Static(loss), loop.Static(optimizer), factory, batch_size,
                 1 if batch_size is None else m // batch_size,
-                CAPACITY_FULL if batch_size is None else CAPACITY_MINI, names,
+                loop.CAPACITY_FULL if batch_size is None else loop.CAPACITY_MINI, names,
                 min_grad is not None, patience is not None,
                 skip=nonfinite == "skip", diverge=diverge is not None, mesh=mesh)
     sdt = tree.scalar_dtype(params)
-    knobs = Knobs(jnp.int32(0), jnp.int32(0),
+    knobs = loop.Knobs(jnp.int32(0), jnp.int32(0),
                   jnp.asarray(-np.inf if goal is None else goal, sdt),
                   jnp.asarray(-1.0 if min_grad is None else min_grad, sdt),
                   jnp.int32(0 if patience is None else patience),
                   None if diverge is None else jnp.asarray(diverge, sdt))
-    return Setup(spec, knobs, Data(X, Y, Xv, Yv, key), dtype, m)
+    return Setup(spec, knobs, loop.Data(X, Y, Xv, Yv, key), dtype, m)
 
 
 def _hashable(obj: Any) -> bool:
@@ -725,15 +318,15 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
                     time_limit=time_limit, history=history, mesh=mesh, local_data=local_data)
     if "lr" in setup.spec.history:
         _check_lr_state(opt.init(params))
-    carry = init_carry(setup.spec, params, opt.init(params))
+    carry = loop.init_carry(setup.spec, params, opt.init(params))
     if mesh is not None:
         carry = parallel.replicate(mesh, carry)
     saver = resuming.open_saver(checkpoint_dir, every, keep, resume, nonfinite, loss, setup,
                                 params, carry.opt_state, {"goal": goal, "min_grad": min_grad,
                                 "patience": patience, "diverge": diverge})
     carry = carry if saver is None else saver.start(carry)
-    run = lambda c, knobs: compiled_chunk(setup.spec, c, setup.data, knobs)
-    out = drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
+    run = lambda c, knobs: loop.compiled_chunk(setup.spec, c, setup.data, knobs)
+    out = loop.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
                 time_limit=time_limit, progress=progress, replay=batch_size is None,
                 saver=saver)
     out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
@@ -749,11 +342,11 @@ def _check_lr_state(state: OptState) -> None:
 
 def stop_reason(code: int, timed_out: bool) -> str:
     if code:
-        return STOP_REASONS[code]
+        return loop.STOP_REASONS[code]
     return "time_limit" if timed_out else "epochs"
 
 
-def finish(out: Run, names: tuple, policy: str = "stop", minibatch: bool = False,
+def finish(out: loop.Run, names: tuple, policy: str = "stop", minibatch: bool = False,
            saver: Any = None) -> FitResult:
     """Turn a single run's final carry into a FitResult (warning on NaN/Inf)."""
     c = out.carry

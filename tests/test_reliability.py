@@ -23,7 +23,7 @@ import pytest
 
 import fgd
 import fgd.losses
-import fgd.train
+import fgd.loop
 from fgd.checkpoint import CheckpointMismatchError, CheckpointWarning
 from fgd.faults import NonFiniteLossError
 from fgd.resume import ConfigMismatchError
@@ -594,7 +594,7 @@ def test_bad_input_raises_before_tracing(env, monkeypatch, name, call, exc, matc
     real_call = fgd.losses.Loss.__call__
     monkeypatch.setattr(fgd.losses.Loss, "__call__",
                         lambda self, *a: traces.append(1) or real_call(self, *a))
-    monkeypatch.setattr(fgd.train, "compiled_chunk",
+    monkeypatch.setattr(fgd.loop, "compiled_chunk",
                         lambda *a, **k: pytest.fail("fit reached its compiled chunk"))
     with pytest.raises(exc, match=match) as err:
         call(env)

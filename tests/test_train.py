@@ -418,7 +418,7 @@ def _chunk_setup(X, Y, batch_size):
     setup = fgd.train.prepare(LOSS, opt, False, params, X, Y, 40, batch_size, jax.random.key(0),
                               None, validation_data=None, patience=None, min_grad=None,
                               time_limit=None, history=("loss", "grad_norm"))
-    carry = fgd.train.init_carry(setup.spec, params, opt.init(params))
+    carry = fgd.loop.init_carry(setup.spec, params, opt.init(params))
     return setup, carry, setup.knobs._replace(end=jnp.int32(40))
 
 
@@ -431,7 +431,7 @@ def test_small_full_batch_loop_is_one_kernel_with_the_same_numbers(traffic, batc
     per-operation runtime's (float64, the same operations in the same order)."""
     X, Y = traffic
     setup, carry, knobs = _chunk_setup(X, Y, batch_size)
-    chunk = fgd.train._chunk_cpu
+    chunk = fgd.loop._chunk_cpu
     args = (setup.spec, carry, setup.data, knobs, None)
     hlo = chunk.lower(*args, one_kernel=True).compile().as_text()
     marked = [line for line in hlo.splitlines() if "one_kernel_loop" in line and " call(" in line]
