@@ -1,0 +1,34 @@
+"""The README's code blocks run as written (the ones that need no other process)."""
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_block(after_heading: str) -> str:
+    text = README.read_text()
+    section = text[text.index(after_heading):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_backprop_check_in_three_lines_runs_and_passes(capsys):
+    namespace: dict = {}
+    exec(python_block("## Check a backprop of your own"), namespace)
+    report = namespace["report"]
+    assert report.ok and report.max_rel_error < 1e-6
+    assert "hand~autodiff" in capsys.readouterr().out
+
+
+def test_optimizer_chain_and_step_run():
+    import fgd
+
+    namespace: dict = {}
+    exec(python_block("## Check a backprop of your own"), namespace)
+    net, X, Y = namespace["net"], namespace["X"], namespace["Y"]
+    before = float(fgd.make_loss(net, "sse")(namespace["params"], X, Y))
+    exec(python_block("## Optimizers and the jitted step"), namespace)
+    # the step returns the loss at the params it started from
+    assert float(namespace["loss_value"]) == pytest.approx(before, rel=1e-6)
+    assert float(namespace["loss"](namespace["params"], X, Y)) < before
