@@ -157,6 +157,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fgd list | head`: the reader left; nothing is wrong
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except (ValueError, TypeError) as e:
         # fgd's boundary checks reject an option value that argparse let through
         # (a negative --lr, say) before anything runs.
