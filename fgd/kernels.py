@@ -193,8 +193,12 @@ def as_one_kernel(fn: Callable, *args):
 #: LLVM vectorises XLA's own loops 256 bits wide unless told otherwise; 512
 #: makes the 64-run sweep's epoch 8.5 -> 5.4 us where the CPU has AVX-512
 #: (without it the hint changes nothing), and leaves the GEMM-bound medium
-#: case as it was (85k vs 86k samples/s).
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": 512}
+#: case as it was (85k vs 86k samples/s). Region-based copy insertion lets
+#: an update write a weight in place although the backward pass's W^T dZ
+#: reads it out of data-flow order: without it XLA copies W2 and W3 on every
+#: 784-512-512-10 step (0.13 ms of 2.5).
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": 512,
+               "xla_cpu_copy_insertion_use_region_analysis": True}
 
 @functools.lru_cache(maxsize=None)
 def cpu_options_supported(backend: str) -> bool:

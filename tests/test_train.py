@@ -291,6 +291,46 @@ def test_minibatch_equals_numpy_loop_in_documented_order(traffic):
     assert_params_close(result.params, expected, F64_TOL)
 
 
+def test_minibatch_layout_is_reused_for_the_same_arrays_only(traffic):
+    """fit(batch_size=k) lays X and Y out examples first; a second fit on the
+    same jax arrays reuses that copy, other arrays get their own, and the
+    copy goes when X does."""
+    import gc
+    from fgd import train
+
+    X, Y = (jnp.asarray(a) for a in traffic)
+    first = train.laid_out(X, Y)
+    np.testing.assert_array_equal(first[0], np.asarray(X).T)
+    np.testing.assert_array_equal(first[1], np.asarray(Y).T)
+    assert all(a is b for a, b in zip(train.laid_out(X, Y), first))
+    X2 = X + 1
+    other = train.laid_out(X2, Y)
+    np.testing.assert_array_equal(other[0], np.asarray(X2).T)
+    assert other[0] is not first[0]
+    run = lambda X_: fgd.fit(LOSS, init(), fgd.sgd(0.05), X_, Y, epochs=3, batch_size=4)
+    assert_params_equal(run(X).params, run(X).params)
+    assert_params_equal(run(X2).params, fgd.fit(LOSS, init(), fgd.sgd(0.05), np.asarray(X2), Y,
+                                                 epochs=3, batch_size=4).params)
+    del X2, other
+    train.laid_out(X, Y)
+    del X
+    gc.collect()
+    assert train._last_layout == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_nonfinite_value_in_large_data_is_found(bad):
+    """The device-side check (sum(x * 0) == 0) finds a single NaN/Inf among
+    a million values, and lets huge finite values through."""
+    from fgd import validation
+
+    X = np.full((4, 250_000), 3e38, np.float32)          # finite; its sum overflows
+    assert validation.on_device(X, "X", np.float32).shape == X.shape
+    X[2, 123_456] = bad
+    with pytest.raises(ValueError, match=r"X must be finite; got 1 NaN/Inf value\(s\), the first at index \(2, 123456\)"):
+        validation.on_device(X, "X", np.float32)
+
+
 def test_same_key_same_result_other_key_other_result(traffic):
     X, Y = traffic
     run = lambda key: fgd.fit(LOSS, init(), fgd.sgd(0.05), X, Y, epochs=5, batch_size=4,
