@@ -368,10 +368,11 @@ def progress_bar(progress: Optional[bool], total: int, desc: str):
 
 def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
           time_limit: Optional[float], progress: Optional[bool], replay: bool,
-          desc: str = "fit", saver: Any = None) -> Run:
+          desc: str = "fit", saver: Any = None, cancel: Any = None) -> Run:
     """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk, from the
     carry's epoch on. A `saver` (`fgd.resume.Saver`) cuts chunks at checkpoint
-    epochs and saves the state after them.
+    epochs and saves the state after them. A set `cancel` (a
+    `threading.Event`) ends the run at the next chunk end.
 
     Chunk lengths grow geometrically from one epoch until a chunk takes about
     `CHUNK_SECONDS` (or what is left of `time_limit`), at most `capacity`.
@@ -392,6 +393,8 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     done = int(np.max(np.asarray(carry.epoch)))        # > 0 when resumed
     try:
         while done < epochs and not np.all(np.asarray(carry.stop) != 0):
+            if cancel is not None and cancel.is_set():
+                break
             end = min(epochs, done + n)
             if saver is not None:
                 end = saver.chunk_end(done, end)

@@ -4,6 +4,8 @@ Reference: run (i, r) of a sweep must equal `fgd.fit(loss, init(keys[i]),
 make_opt(lrs[r]), ...)`, history, params, epochs and stop reason; float64,
 tolerance 1e-10 (the batched arithmetic may sum in another order).
 """
+import os
+import sys
 import warnings
 
 import jax
@@ -87,6 +89,55 @@ def test_stacked_params_and_single_optimizer(traffic):
     b = fgd.sweep(LOSS, fgd.adam, X, Y, init=init, keys=KEYS, lrs=[0.01], epochs=40)
     assert a.history["loss"].shape == (3, 1, 40)
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=F64_TOL)
+
+
+def sweep_module():
+    return sys.modules["fgd.sweep"]          # `fgd.sweep` is the function
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_runs_in_concurrent_groups_equal_one_group(traffic, monkeypatch, n):
+    """Split into n groups driven from n threads, every run is bit-identical
+    to the one-program sweep: runs stopping at different epochs (goal,
+    divergence), histories padded with NaN to the longest group."""
+    X, Y = traffic
+    kwargs = dict(init=init, keys=KEYS, lrs=[0.05, 4.0, 0.01], epochs=300, goal=0.25)
+    with pytest.warns(RuntimeWarning, match="NaN/Inf"):
+        one = fgd.sweep(LOSS, fgd.sgd, X, Y, **kwargs)
+    monkeypatch.setattr(sweep_module(), "groups", lambda runs, platform: n)
+    with pytest.warns(RuntimeWarning, match="NaN/Inf"):
+        split = fgd.sweep(LOSS, fgd.sgd, X, Y, **kwargs)
+    assert len(set(one.epochs.ravel())) > 2                # runs stopped at different epochs
+    for field in ("epochs", "stop_reason", "updates", "nonfinite_epoch", "final_loss"):
+        np.testing.assert_array_equal(getattr(split, field), getattr(one, field))
+    np.testing.assert_array_equal(split.history["loss"], one.history["loss"])
+    for a, b in zip(jax.tree.leaves((split.params, split.opt_state)),
+                    jax.tree.leaves((one.params, one.opt_state))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_groups_one_per_core_on_cpu_only(monkeypatch):
+    groups = sweep_module().groups
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [groups(r, "cpu") for r in (1, 31, 32, 64, 1000)] == [1, 1, 2, 2, 2]
+    assert groups(64, "gpu") == groups(64, "tpu") == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert [groups(r, "cpu") for r in (16, 64, 1000)] == [1, 4, 8]
+
+
+def test_an_error_in_one_group_is_raised(traffic, monkeypatch):
+    X, Y = traffic
+    monkeypatch.setattr(sweep_module(), "groups", lambda runs, platform: 2)
+    chunk = fgd.loop.compiled_chunk
+
+    def failing(spec, carry, data, knobs, hparams=None):
+        if carry.epoch.shape[0] == 5:                      # the second group of 9 runs
+            raise RuntimeError("out of memory in group 2")
+        return chunk(spec, carry, data, knobs, hparams)
+
+    monkeypatch.setattr(fgd.loop, "compiled_chunk", failing)
+    with pytest.raises(RuntimeError, match="group 2"):
+        fgd.sweep(LOSS, fgd.sgd, X, Y, init=init, keys=KEYS, lrs=[0.01, 0.02, 0.03], epochs=50)
 
 
 def test_second_sweep_does_not_retrace(traffic):
