@@ -348,7 +348,7 @@ def bench_sweep(config: Config) -> dict:
                                              epochs=E, progress=False).params),
         f"{n} x fgd.fit": sequential,
     }
-    times = interleave(contenders, max(2, config.repeats - 3))
+    times = interleave(contenders, config.repeats)
     rows = {name: {"runs": n, "epochs": E, "cold_s": cold, "warm_s": statistics.median(warm),
                    "run_epochs_per_s": n * E / statistics.median(warm)}
             for name, (cold, warm) in times.items()}

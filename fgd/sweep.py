@@ -306,23 +306,37 @@ def drive_groups(spec: loop.Spec, carry: loop.Carry, setup: Any, hparams: jax.Ar
 
     if n == 1:
         return drive(carry, hparams, progress)
-    bounds = np.linspace(0, hparams.size, n + 1).astype(int)
-    part = lambda tree_, lo, hi: jax.tree.map(lambda a: a[..., lo:hi], tree_)
+    bounds = tuple(int(b) for b in np.linspace(0, hparams.size, n + 1))
+    parts = _split(bounds, (carry, hparams))
     cancel = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="fgd-sweep") as pool:
-        futures = [pool.submit(drive, part(carry, lo, hi), hparams[lo:hi], progress if i == 0 else False,
-                               cancel)
-                   for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))]
+        futures = [pool.submit(drive, c, h, progress if i == 0 else False, cancel)
+                   for i, (c, h) in enumerate(parts)]
         try:
             outs = [f.result() for f in futures]
         except BaseException:
             cancel.set()
             raise
-    width = max(next(iter(o.history.values())).shape[-1] if o.history else 0 for o in outs)
-    pad = lambda rows: np.pad(rows, ((0, 0), (0, width - rows.shape[-1])), constant_values=np.nan)
-    history = {name: np.concatenate([pad(o.history[name]) for o in outs]) for name in outs[0].history}
-    carry = jax.tree.map(lambda *a: jnp.concatenate(a, axis=-1), *(o.carry for o in outs))
-    return loop.Run(carry, history, any(o.timed_out for o in outs), max(o.seconds for o in outs))
+    history = {}
+    for name in outs[0].history:                     # NaN past each group's last epoch
+        parts_ = [o.history[name] for o in outs]
+        rows = np.full((hparams.size, max(p.shape[-1] for p in parts_)), np.nan, parts_[0].dtype)
+        for lo, p in zip(bounds, parts_):
+            rows[lo:lo + p.shape[0], :p.shape[-1]] = p
+        history[name] = rows
+    return loop.Run(_join([o.carry for o in outs]), history, any(o.timed_out for o in outs),
+                    max(o.seconds for o in outs))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _split(bounds: tuple, tree_: Any) -> list:
+    """`tree_` (runs on the last axis) cut at `bounds` into groups, in one call."""
+    return [jax.tree.map(lambda a: a[..., lo:hi], tree_) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+@jax.jit
+def _join(trees: list) -> Any:
+    return jax.tree.map(lambda *a: jnp.concatenate(a, axis=-1), *trees)
 
 
 def _result(out: loop.Run, spec: loop.Spec, grid: tuple, epochs: int) -> SweepResult:
