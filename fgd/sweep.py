@@ -239,8 +239,9 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
       time_limit, progress, history: as in `fgd.fit`, for every run;
         `time_limit` stops all runs. `key=None` means `jax.random.key(0)`.
         With groups of runs (on a multi-core CPU) the progress bar counts
-        the first group's epochs. A sweep runs on one device: it takes no `mesh` (its runs are
-        vmapped; for data parallelism use `fgd.fit(..., mesh=...)`).
+        the first group's epochs. A sweep runs on one device: it takes no
+        `mesh` (its runs are vmapped; for data parallelism use
+        `fgd.fit(..., mesh=...)`).
 
     Returns:
       A `SweepResult` whose arrays have leading axes (I, R).
@@ -280,7 +281,7 @@ def groups(runs: int, platform: str) -> int:
     every small net) on one core, and runs one program after another, so a
     sweep in one program leaves the other cores idle. Groups of runs driven
     from one host thread each run side by side: 64 runs of the 3-8-2 net on 2
-    cores, 5.9 -> 3.5 us per epoch. Smaller groups are also cheaper per run
+    cores, 5.9 -> 3.3-3.5 us per epoch. Smaller groups are also cheaper per run
     (64 runs in one kernel: 5.9 us per epoch; two kernels of 32: 2 x 2.5). On
     an accelerator all runs stay one program.
     """
