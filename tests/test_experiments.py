@@ -168,3 +168,28 @@ def test_cli_bad_option_value_exits_2_with_one_line():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--lr" in lines[0] and "abc" in lines[0], done.stderr
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+def test_benchmark_runs_every_case_at_a_tiny_setting(monkeypatch):
+    """experiments/benchmark.py end to end on a few epochs and samples (a smoke
+    test: its figures are timings, which a test does not judge); the FLOP
+    count is the issue's formula on the 784-512-512-10 net."""
+    import importlib.util
+
+    path = fgd.cli.EXPERIMENTS_DIR / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("fgd_experiments.benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)           # for its dataclass
+    spec.loader.exec_module(bench)
+    P = 784 * 512 + 512 * 512 + 512 * 10
+    assert bench.medium_flops_per_sample(bench.MEDIUM) == 4 * P + 2 * (P - 784 * 512)
+    monkeypatch.setattr(bench, "torch_or_none", lambda: None)      # PyTorch: optional
+    config = bench.Config(repeats=1, tiny_epochs=50, torch_tiny_epochs=5, medium_samples=512,
+                          torch_medium_samples=256, sweep_configs=4, sweep_epochs=50)
+    out = bench.main(config)
+    assert set(out["targets_met"]) == {"tiny_vs_numpy", "medium_vs_roofline", "sweep_speedup"}
+    for ratio in (out["tiny"]["vs_numpy"], out["medium"]["vs_roofline"],
+                  out["medium"]["new_x_vs_roofline"], out["sweep"]["speedup"]):
+        assert math.isfinite(ratio) and ratio > 0
+    assert out["medium"]["rows"]["fgd.fit"]["samples"] == 512
