@@ -10,9 +10,9 @@ Two rewrites change only the compiled code, never the arithmetic's formulas:
 - `as_one_kernel`: a whole small training loop compiled by XLA:CPU as one
   function (its "small call"), with no dispatch between operations.
 
-`CPU_OPTIONS` are the XLA:CPU compiler options the training chunk uses where
-this jaxlib knows them (`cpu_options_supported`); other backends compile with
-XLA's defaults. Nothing here changes what a program computes beyond the order
+`CPU_OPTIONS` and `ONE_KERNEL_OPTIONS` are the XLA:CPU compiler options the
+training chunks use where this jaxlib knows them (`cpu_options_supported`);
+other backends compile with XLA's defaults. Nothing here changes what a program computes beyond the order
 of float sums in the rewritten products.
 """
 from __future__ import annotations
@@ -185,28 +185,38 @@ def as_one_kernel(fn: Callable, *args):
     return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
 
-#: XLA:CPU options for the chunk. The YNNPACK fusions that XLA:CPU forms by
-#: default around small reductions and GEMMs run slower here than its own
-#: loop fusions and dot kernels: measured on the 3-8-2 sweep (3x) and the
-#: 784-512-512-10 Adam epoch (0.74 -> 0.88 of the GEMM roofline); they are
-#: also custom fusions, which a one-kernel loop (`as_one_kernel`) cannot hold.
-#: LLVM vectorises XLA's own loops 256 bits wide unless told otherwise; 512
-#: makes the 64-run sweep's epoch 8.5 -> 5.4 us where the CPU has AVX-512
-#: (without it the hint changes nothing), and leaves the GEMM-bound medium
-#: case as it was (85k vs 86k samples/s). Region-based copy insertion lets
-#: an update write a weight in place although the backward pass's W^T dZ
-#: reads it out of data-flow order: without it XLA copies W2 and W3 on every
-#: 784-512-512-10 step (0.13 ms of 2.5).
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": 512,
-               "xla_cpu_copy_insertion_use_region_analysis": True}
+#: XLA:CPU options for every chunk. LLVM vectorises XLA's own loops 256 bits
+#: wide unless told otherwise; 512 makes the 64-run sweep's epoch 8.5 -> 5.4
+#: us where the CPU has AVX-512 (without it the hint changes nothing), and
+#: leaves the GEMM-bound medium case as it was. Region-based copy insertion
+#: lets an update write a weight in place although the backward pass's
+#: W^T dZ reads it out of data-flow order: without it XLA copies W2 and W3 on
+#: every 784-512-512-10 step (0.13 ms of 2.5).
+CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512, "xla_cpu_copy_insertion_use_region_analysis": True}
+#: ... and for a chunk compiled as one kernel: no YNNPACK fusions. XLA:CPU
+#: forms them by default around small reductions and GEMMs, and a one-kernel
+#: loop cannot hold them (compiling fails). A chunk of larger work keeps
+#: them: its GEMMs run ~4% faster (784-512-512-10 Adam step, 2.53 -> 2.42 ms).
+ONE_KERNEL_OPTIONS = {**CPU_OPTIONS, "xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def is_one_kernel(jaxpr) -> bool:
+    """Whether `as_one_kernel` marked a loop of `jaxpr` (or of a jaxpr inside it)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("jit", "pjit") and eqn.params.get("name") == "one_kernel_loop":
+            return True
+        if any(is_one_kernel(inner) for inner in _sub_jaxprs(eqn.params)):
+            return True
+    return False
+
 
 @functools.lru_cache(maxsize=None)
 def cpu_options_supported(backend: str) -> bool:
-    """Whether this jaxlib's XLA:CPU knows `CPU_OPTIONS` (probed once)."""
+    """Whether this jaxlib's XLA:CPU knows `ONE_KERNEL_OPTIONS` (probed once)."""
     if backend != "cpu":
         return False
     try:
-        jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(np.float32(0)).compile()
+        jax.jit(lambda x: x + 1, compiler_options=ONE_KERNEL_OPTIONS).lower(np.float32(0)).compile()
     except Exception:                     # an unknown flag: keep XLA's defaults
         return False
     return True

@@ -323,14 +323,31 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
 _chunk_plain = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel")
 _chunk_cpu = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel",
                      compiler_options=kernels.CPU_OPTIONS)
+_chunk_one_kernel = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel",
+                            compiler_options=kernels.ONE_KERNEL_OPTIONS)
+#: (spec, argument shapes and dtypes) -> whether the chunk is one kernel
+_one_kernel: dict = {}
 
 
 def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None):
-    """`run_chunk`, jitted (spec static), with `CPU_OPTIONS` on XLA:CPU and,
-    with those options and no mesh, a small loop as one kernel."""
-    options = kernels.cpu_options_supported(next(iter(data.X.devices())).platform)
-    chunk = _chunk_cpu if options else _chunk_plain
-    return chunk(spec, carry, data, knobs, hparams, one_kernel=options and spec.mesh is None)
+    """`run_chunk`, jitted (spec static). On XLA:CPU with no mesh, a chunk
+    that `as_one_kernel` makes one kernel is compiled with
+    `ONE_KERNEL_OPTIONS`, any other with `CPU_OPTIONS` (the decision is
+    traced once per spec and shapes); elsewhere with XLA's defaults."""
+    args = (carry, data, knobs, hparams)
+    if not kernels.cpu_options_supported(next(iter(data.X.devices())).platform):
+        return _chunk_plain(spec, *args, one_kernel=False)
+    if spec.mesh is None:
+        leaves, treedef = jax.tree.flatten(args)
+        key = (spec, treedef, tuple((x.shape, x.dtype) for x in leaves))
+        if key not in _one_kernel:
+            if len(_one_kernel) >= 256:
+                _one_kernel.clear()
+            traced = _chunk_one_kernel.trace(spec, *args, one_kernel=True)
+            _one_kernel[key] = kernels.is_one_kernel(traced.jaxpr.jaxpr)
+        if _one_kernel[key]:
+            return _chunk_one_kernel(spec, *args, one_kernel=True)
+    return _chunk_cpu(spec, *args, one_kernel=False)
 
 
 def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:

@@ -467,16 +467,18 @@ def _chunk_setup(X, Y, batch_size):
 @pytest.mark.parametrize("batch_size, one", [(None, True), (5, False)])
 def test_small_full_batch_loop_is_one_kernel_with_the_same_numbers(traffic, batch_size, one):
     """The 3-8-2 full-batch chunk is marked as one kernel (a mini-batch chunk,
-    which sorts for its permutation, is not); the numbers equal the
-    per-operation runtime's (float64, the same operations in the same order)."""
+    which sorts for its permutation, is not), and `compiled_chunk` compiles
+    it with ONE_KERNEL_OPTIONS; the numbers equal the per-operation runtime's
+    with XLA's default options (float64, the same operations in the same order)."""
     X, Y = traffic
     setup, carry, knobs = _chunk_setup(X, Y, batch_size)
-    chunk = fgd.loop._chunk_cpu
     args = (setup.spec, carry, setup.data, knobs, None)
-    hlo = chunk.lower(*args, one_kernel=True).compile().as_text()
+    hlo = fgd.loop._chunk_one_kernel.lower(*args, one_kernel=True).compile().as_text()
     marked = [line for line in hlo.splitlines() if "one_kernel_loop" in line and " call(" in line]
     assert bool(marked) == one and all('xla_cpu_small_call="true"' in line for line in marked)
-    (c1, rows1), (c0, rows0) = chunk(*args, one_kernel=True), chunk(*args, one_kernel=False)
+    (c1, rows1) = fgd.loop.compiled_chunk(*args)
+    assert [v for k, v in fgd.loop._one_kernel.items() if k[0] == setup.spec] == [one]
+    (c0, rows0) = fgd.loop._chunk_plain(*args, one_kernel=False)
     for name in rows0:
         np.testing.assert_allclose(rows1[name], rows0[name], rtol=F64_TOL, atol=F64_TOL)
     assert_params_close(c1.params, c0.params, F64_TOL)
