@@ -29,9 +29,11 @@ without it only fgd's numbers are reported. Not an experiment of `fgd run`
 (the CLI lists it out); the project benchmark calls `main(config)`.
 
 Measured (`--full --threads 1`, a 2-core CPU shared with other work, so
-ratios from the same run are the figures to compare): fgd.fit 83k samples/s,
-fgd.make_step 68k, fgd.backprop 89k, torch 31k; fit / torch = 2.7 (2.6 against
-torch on its 2 default threads; 1.5 with `--batch-size 128`). Before `fgd.conv`
+ratios from the same run are the figures to compare): fgd.fit 115k samples/s,
+fgd.make_step 108k, fgd.backprop 120k, torch 31k; fit / torch = 3.7 (3.4
+against torch on its 2 default threads). Before the chunks of larger work
+kept XLA:CPU's YNNPACK fusions (`fgd.kernels.ONE_KERNEL_OPTIONS`), fit ran at
+83k samples/s. Before `fgd.conv`
 computed its convolutions as patches and matmuls, fit ran at 0.47 of torch: XLA:CPU
 gives a convolution its fast (Eigen) kernel only in the entry computation, and
 fit's epochs run inside while/scan loops.
