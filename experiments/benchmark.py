@@ -1,7 +1,7 @@
 """Training speed of fgd.fit and fgd.sweep against numpy, PyTorch and the machine's roofline.
 
-    python experiments/benchmark.py            # about 2-3 minutes on 2 cores
-    python experiments/benchmark.py --quick    # fewer epochs and samples, under a minute
+    python experiments/benchmark.py            # about 30 s on 2 cores
+    python experiments/benchmark.py --quick    # fewer epochs and samples, about 15 s
 
 Three cases, each contender measured side by side in one process: the
 repeats are interleaved (A B C A B C ...) so that load from other processes
@@ -212,7 +212,7 @@ def bench_medium(config: Config, torch) -> dict:
     a = jax.random.normal(jax.random.key(1), (2048, 2048), jnp.float32)
     b = jax.random.normal(jax.random.key(2), (2048, 2048), jnp.float32)
     matmul = jax.jit(jnp.matmul)
-    repeats = max(3, config.repeats - 2)
+    repeats = config.repeats
     fresh = iter([jnp.array(Xd) for _ in range(repeats + 1)])   # new arrays: no layout to reuse
     run = lambda X_: block(fgd.fit(loss, params, opt, X_, Yd, epochs=1, batch_size=256,
                                    progress=False).params)
