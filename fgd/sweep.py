@@ -254,14 +254,10 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
                           validation_data=validation, patience=patience, min_grad=min_grad,
                           time_limit=time_limit, history=history)
     spec, n_rate = setup.spec._replace(batched=True), rates.size
-    # the grid, flattened init-major: run i * R + r
-    flat = jax.tree.map(lambda a: jnp.repeat(a, n_rate, axis=0), params)
     hparams = jnp.asarray(np.tile(rates, n_init), tree.scalar_dtype(one))
-    build = spec.build_optimizer
-    states = jax.vmap(lambda p, h: build(h).init(p))(flat, hparams)
+    carry = _start(spec, n_rate, params, hparams)
     if "lr" in spec.history:
-        train._check_lr_state(jax.tree.map(lambda a: a[0], states))
-    carry = jax.vmap(functools.partial(loop.init_carry, spec), out_axes=-1)(flat, states)
+        train._check_lr_state(jax.tree.map(lambda a: a[..., 0], carry.opt_state))
     platform = next(iter(setup.data.X.devices())).platform
     out = drive_groups(spec, carry, setup, hparams, groups(hparams.size, platform), epochs=epochs,
                        time_limit=time_limit, progress=progress)
@@ -340,6 +336,22 @@ def _join(trees: list) -> Any:
     return jax.tree.map(lambda *a: jnp.concatenate(a, axis=-1), *trees)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _start(spec: loop.Spec, n_rate: int, params: Params, hparams: jax.Array) -> loop.Carry:
+    """The grid's first carry, runs on the last axis, in one compiled call:
+    params repeated for the rates (run i * R + r), optimizer states made
+    with each run's rate."""
+    flat = jax.tree.map(lambda a: jnp.repeat(a, n_rate, axis=0), params)
+    states = jax.vmap(lambda p, h: spec.build_optimizer(h).init(p))(flat, hparams)
+    return jax.vmap(functools.partial(loop.init_carry, spec), out_axes=-1)(flat, states)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _by_grid(grid: tuple, tree_: Any) -> Any:
+    """Leaves (..., runs) -> (I, R, ...)."""
+    return jax.tree.map(lambda a: jnp.moveaxis(a, -1, 0).reshape(grid + a.shape[:-1]), tree_)
+
+
 def _result(out: loop.Run, spec: loop.Spec, grid: tuple, epochs: int) -> SweepResult:
     c = out.carry
     grid_of = lambda a: np.asarray(a).reshape(grid + np.shape(a)[1:])
@@ -357,7 +369,6 @@ def _result(out: loop.Run, spec: loop.Spec, grid: tuple, epochs: int) -> SweepRe
     if (nonfinite >= 0).any():
         warnings.warn(f"sweep: {int((nonfinite >= 0).sum())} of {codes.size} runs hit a NaN/Inf "
                       f"loss; they stopped with their last finite params", RuntimeWarning, stacklevel=3)
-    reshape = lambda tree_: jax.tree.map(lambda a: jnp.moveaxis(a, -1, 0).reshape(grid + a.shape[:-1]),
-                                         tree_)
-    return SweepResult(reshape(c.params), reshape(c.opt_state), history, ran, reasons,
-                       grid_of(c.updates), nonfinite, final, out.seconds)
+    params, opt_state = _by_grid(grid, (c.params, c.opt_state))
+    return SweepResult(params, opt_state, history, ran, reasons, grid_of(c.updates), nonfinite,
+                       final, out.seconds)

@@ -207,3 +207,13 @@ def test_patience_per_run_equals_fit(traffic):
         n = fit.epochs
         for name in ("val_loss", "grad_norm"):
             np.testing.assert_allclose(runs.history[name][i, 0, :n], fit.history[name], rtol=F64_TOL)
+
+
+def test_history_lr_is_each_runs_rate(traffic):
+    X, Y = traffic
+    lrs = [0.01, 0.05, 0.2]
+    runs = fgd.sweep(LOSS, fgd.sgd, X, Y, init=init, keys=KEYS, lrs=lrs, epochs=7,
+                     history=("loss", "lr"))
+    assert runs.history["lr"].shape == (3, 3, 7)
+    np.testing.assert_allclose(runs.history["lr"], np.broadcast_to(np.asarray(lrs)[None, :, None], (3, 3, 7)),
+                               rtol=1e-15)
