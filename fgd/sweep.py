@@ -22,6 +22,7 @@ program driven from its own thread (`groups`, `drive_groups` below).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import os
 import threading
@@ -287,27 +288,67 @@ def groups(runs: int, platform: str) -> int:
     return max(1, min(cores, runs // GROUP_RUNS))
 
 
+#: jax settings that a context manager (`with jax.enable_x64(True):`) sets
+#: for its own thread only, and the managers a group's thread enters to take
+#: over the caller's values.
+THREAD_SETTINGS = {
+    "jax_enable_x64": jax.enable_x64,
+    "jax_default_matmul_precision": jax.default_matmul_precision,
+    "jax_numpy_dtype_promotion": jax.numpy_dtype_promotion,
+    "jax_numpy_rank_promotion": jax.numpy_rank_promotion,
+    "jax_debug_nans": jax.debug_nans,
+    "jax_debug_infs": jax.debug_infs,
+    "jax_default_device": jax.default_device,
+    "jax_log_compiles": jax.log_compiles,
+}
+
+
+def caller_settings() -> Optional[dict]:
+    """{name: value} of the jax settings this thread has and a new thread
+    would not (set by context managers); None if one of them is not in
+    `THREAD_SETTINGS`, so that a new thread cannot take it over."""
+    here, fresh = dict(jax.config.values), {}
+    probe = threading.Thread(target=lambda: fresh.update(jax.config.values))
+    probe.start()
+    probe.join()
+    differ = {}
+    for name, value in here.items():
+        try:
+            same = value is fresh.get(name) or bool(value == fresh.get(name))
+        except Exception:                            # values that do not compare
+            same = False
+        if not same:
+            differ[name] = value
+    return differ if set(differ) <= set(THREAD_SETTINGS) else None
+
+
 def drive_groups(spec: loop.Spec, carry: loop.Carry, setup: Any, hparams: jax.Array, n: int, *,
                  epochs: int, time_limit: Optional[float], progress: Optional[bool]) -> loop.Run:
     """`loop.drive` for the runs (last axis of `carry`, `hparams`) split into
     `n` contiguous groups, each driven from its own thread; one `loop.Run`
     for all of them, runs in their order. Every run computes what it would
-    alone, so the split changes no number. The first group shows the
-    progress bar; an error in one group (or Ctrl-C) stops the others at
-    their next chunk end and is raised here."""
-    def drive(c, h, show, cancel=None):
+    alone, so the split changes no number. Each thread enters the caller's
+    thread-local jax settings (`caller_settings`; with one it cannot take
+    over, the runs stay one group). The first group shows the progress bar;
+    an error in one group (or Ctrl-C) stops the others at their next chunk
+    end and is raised here."""
+    def drive(c, h, show, cancel=None, settings=None):
         run = lambda c_, knobs: loop.compiled_chunk(spec, c_, setup.data, knobs, h)
-        return loop.drive(run, c, setup.knobs, epochs=epochs, capacity=spec.capacity,
-                          time_limit=time_limit, progress=show, replay=spec.batch_size is None,
-                          desc="sweep", cancel=cancel)
+        with contextlib.ExitStack() as stack:
+            for name, value in (settings or {}).items():
+                stack.enter_context(THREAD_SETTINGS[name](value))
+            return loop.drive(run, c, setup.knobs, epochs=epochs, capacity=spec.capacity,
+                              time_limit=time_limit, progress=show, replay=spec.batch_size is None,
+                              desc="sweep", cancel=cancel)
 
-    if n == 1:
+    settings = caller_settings() if n > 1 else None
+    if settings is None:
         return drive(carry, hparams, progress)
     bounds = tuple(int(b) for b in np.linspace(0, hparams.size, n + 1))
     parts = _split(bounds, (carry, hparams))
     cancel = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="fgd-sweep") as pool:
-        futures = [pool.submit(drive, c, h, progress if i == 0 else False, cancel)
+        futures = [pool.submit(drive, c, h, progress if i == 0 else False, cancel, settings)
                    for i, (c, h) in enumerate(parts)]
         try:
             outs = [f.result() for f in futures]
