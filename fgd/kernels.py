@@ -12,8 +12,8 @@ Two rewrites change only the compiled code, never the arithmetic's formulas:
 
 `CPU_OPTIONS` and `ONE_KERNEL_OPTIONS` are the XLA:CPU compiler options the
 training chunks use where this jaxlib knows them (`cpu_options_supported`);
-other backends compile with XLA's defaults. Nothing here changes what a program computes beyond the order
-of float sums in the rewritten products.
+other backends compile with XLA's defaults. Nothing here changes what a
+program computes beyond the order of float sums in the rewritten products.
 """
 from __future__ import annotations
 
@@ -193,15 +193,16 @@ def as_one_kernel(fn: Callable, *args):
 #: W^T dZ reads it out of data-flow order: without it XLA copies W2 and W3 on
 #: every 784-512-512-10 step (0.13 ms of 2.5).
 CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512, "xla_cpu_copy_insertion_use_region_analysis": True}
-#: ... and for a chunk compiled as one kernel: no YNNPACK fusions. XLA:CPU
-#: forms them by default around small reductions and GEMMs, and a one-kernel
-#: loop cannot hold them (compiling fails). A chunk of larger work keeps
+#: XLA:CPU options for a chunk compiled as one kernel: no YNNPACK fusions.
+#: XLA:CPU forms them by default around small reductions and GEMMs, and a
+#: one-kernel loop cannot hold them (compiling fails). A chunk of larger work keeps
 #: them: its GEMMs run ~4% faster (784-512-512-10 Adam step, 2.53 -> 2.42 ms).
 ONE_KERNEL_OPTIONS = {**CPU_OPTIONS, "xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def is_one_kernel(jaxpr) -> bool:
-    """Whether `as_one_kernel` marked a loop of `jaxpr` (or of a jaxpr inside it)."""
+    """Whether `as_one_kernel` marked a loop of `jaxpr` (or of a jaxpr inside
+    it): whether it holds the jitted call `one_kernel_loop`."""
     for eqn in jaxpr.eqns:
         if eqn.primitive.name in ("jit", "pjit") and eqn.params.get("name") == "one_kernel_loop":
             return True
