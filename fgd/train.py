@@ -263,6 +263,9 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         update; "grad_norm" the mean of the batch gradients' global norms;
         "val_loss" is taken at the params the epoch ends with; "lr" is the rate
         of the epoch's first update. The rules decide after the epoch.
+        Batches are gathered from an examples-first copy of X and Y; for jax
+        arrays the copy is kept while they live (`laid_out`), so a second
+        fit on the same arrays does not make it again.
 
     Stopping rules (`result.stop_reason`), checked every epoch on the device
     in this order:
