@@ -138,7 +138,8 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     0/0 = NaN; and the scale is shrunk by a bound on its own rounding error
     (``eps_leaf + (log2(n) + 4) eps_acc`` for n entries summed in the
     accumulation dtype, about 3e-6 relative for a million float32 entries),
-    so rounding can't push the norm of a clipped update above ``max_norm``.
+    so rounding can't push the norm of a clipped update above ``max_norm``;
+    each entry is rounded to its leaf's dtype toward zero.
     """
     check_number("clip_by_global_norm", "max_norm", max_norm, low=0.0)
 
@@ -154,10 +155,15 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
         slack = (math.log2(size) + 4) * float(jnp.finfo(norm.dtype).eps)
 
         def clip(g):
-            # ... plus one rounding of each entry to the leaf's dtype.
+            # ... plus one rounding of each entry to the leaf's dtype, taken
+            # toward zero: among subnormals (float16 below 6e-5) rounding to
+            # the nearest can grow an entry by far more than eps.
             margin = 1 - float(jnp.finfo(g.dtype).eps) - slack
             acc = tree.accumulation_dtype(g.dtype)
-            clipped = (g.astype(acc) * (scale * margin).astype(acc)).astype(g.dtype)
+            exact = g.astype(acc) * (scale * margin).astype(acc)
+            clipped = exact.astype(g.dtype)
+            grew = jnp.abs(clipped.astype(acc)) > jnp.abs(exact)
+            clipped = jnp.where(grew, jnp.nextafter(clipped, jnp.zeros_like(clipped)), clipped)
             return jnp.where(trigger, clipped, g)
 
         return jax.tree.map(clip, grads), state

@@ -39,6 +39,23 @@ def test_clip_zero_gradient_to_zero_norm_gives_zeros_not_nan(dtype):
     chex.assert_trees_all_equal_dtypes(clipped, g)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_clipping_into_the_subnormal_range_does_not_overshoot(dtype):
+    """Found by hypothesis: [4, 2, 2] in float16 clipped to 1.19e-7 (two of
+    float16's smallest subnormals) rounded up to norm 1.46e-7. Entries now
+    round toward zero: [4, 2, 2] * scale -> [1, 0, 0] smallest subnormals
+    (bfloat16 and float32 are scaled in float32, whose subnormals XLA:CPU
+    flushes to zero: there only the bound is checked)."""
+    tiny = float(jnp.finfo(dtype).smallest_subnormal)
+    g = [jnp.asarray([4.0, 2.0, 2.0], dtype)]
+    opt = fgd.clip_by_global_norm(2 * tiny)
+    clipped, _ = opt.update(g, opt.init(g))
+    chex.assert_trees_all_equal_dtypes(clipped, g)
+    assert float(jnp.linalg.norm(clipped[0].astype(jnp.float64))) <= 2 * tiny
+    if dtype == jnp.float16:
+        np.testing.assert_array_equal(np.asarray(clipped[0], np.float64), [tiny, 0.0, 0.0])
+
+
 @settings(max_examples=80, deadline=None)
 @given(data=st.data(), dtype=st.sampled_from([np.float16, np.float32, np.float64]),
        max_norm=st.floats(0.0, 100.0, width=16))
