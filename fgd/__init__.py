@@ -3,46 +3,45 @@
 Data are laid out one column per example: X is (n_x, m), Y is (n_y, m).
 Parameters are pytrees; a loss is a pure `loss(params, X, Y)`; optimizers are
 `init`/`update` pairs; one jit-compiled step updates the parameters.
-"""
-__version__ = "0.1.0"
 
-# --- foundation: models, costs, hand-derived gradients ---------------------
-from fgd.base import Optimizer
-from fgd.activations import ACTIVATIONS
-from fgd.models import MLP
+This module is the flat public API: re-exports only, one `__all__`.
+"""
+from fgd._version import __version__
+
+# --- models, costs, hand-derived gradients and their checks -------------------
+from fgd.nn.activations import ACTIVATIONS
+from fgd.nn.mlp import MLP
+from fgd.nn.cnn import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
 from fgd.losses import COSTS, Loss, make_loss
 from fgd.backprop import backprop, local_gradients
 from fgd.gradcheck import GradCheckReport, check_gradients
 
+# --- optimizers, transforms, schedules, tree arithmetic ------------------------
+from fgd.optim import schedules
+from fgd.optim.base import Optimizer
+from fgd.optim.optimizers import adagrad, adam, adamw, current_lr, rmsprop, sgd
+from fgd.optim.transforms import (adaptive_lr, add_decayed_weights, apply_if_finite, chain,
+                                  clip_by_global_norm, clip_by_value, weights_only)
+from fgd.optim.tree import apply_updates, global_norm
+
+# --- training ------------------------------------------------------------------
+from fgd.training.step import make_step
+from fgd.training.fit import FitResult, fit
+from fgd.training.sweep import SweepResult, sweep
+from fgd.training import faults, resume
+
+# --- data, checkpoints, scale-out (plots is imported on its own: matplotlib is optional)
+from fgd import checkpoint, data, parallel
+from fgd._cache import clear_caches
+
 __all__ = [
-    "ACTIVATIONS", "COSTS", "GradCheckReport", "Loss", "MLP", "Optimizer",
-    "backprop", "check_gradients", "local_gradients", "make_loss",
+    "__version__",
+    "ACTIVATIONS", "MLP", "CNN", "Conv", "MaxPool", "AvgPool", "Flatten", "Dense",
+    "COSTS", "Loss", "make_loss", "backprop", "local_gradients",
+    "GradCheckReport", "check_gradients",
+    "schedules", "Optimizer", "sgd", "adagrad", "rmsprop", "adam", "adamw", "current_lr",
+    "chain", "clip_by_value", "clip_by_global_norm", "add_decayed_weights",
+    "apply_if_finite", "adaptive_lr", "weights_only", "apply_updates", "global_norm",
+    "make_step", "FitResult", "fit", "SweepResult", "sweep", "faults", "resume",
+    "checkpoint", "data", "parallel", "clear_caches",
 ]
-
-# --- optimizers, transforms, schedules (issue 3) ---------------------------
-from fgd import schedules
-from fgd.optimizers import adagrad, adam, adamw, current_lr, rmsprop, sgd
-from fgd.transforms import (adaptive_lr, add_decayed_weights, apply_if_finite, chain,
-                            clip_by_global_norm, clip_by_value, weights_only)
-from fgd.tree import apply_updates, global_norm
-
-__all__ += ["schedules", "sgd", "adagrad", "rmsprop", "adam", "adamw", "current_lr",
-            "chain", "clip_by_value", "clip_by_global_norm", "add_decayed_weights",
-            "apply_if_finite", "adaptive_lr", "weights_only", "apply_updates", "global_norm"]
-
-# --- training: make_step, fit, sweep (issue 4) -----------------------------
-from fgd.train import FitResult, fit, make_step
-__all__ += ["FitResult", "fit", "make_step"]
-from fgd.sweep import SweepResult, sweep  # the name fgd.sweep is the function
-__all__ += ["SweepResult", "sweep"]
-
-# --- data, plots, checkpoint, parallel, conv ------------------------------
-from fgd import data  # plots is imported on its own: matplotlib is optional
-from fgd import checkpoint
-from fgd import parallel
-
-__all__ += ["data"]
-__all__ += ["checkpoint"]
-__all__ += ["parallel"]
-from fgd.conv import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
-__all__ += ["CNN", "Conv", "MaxPool", "AvgPool", "Flatten", "Dense"]

@@ -1,6 +1,6 @@
 """Hand-derived gradients: the seeds' backward pass, generalised to L layers.
 
-No autodiff here. With the forward pass of `fgd.models` (A[0] = X,
+No autodiff here. With the forward pass of `fgd.nn.mlp` (A[0] = X,
 Z[l] = W[l] A[l-1] + b[l], A[l] = g[l](Z[l])) and a cost J:
 
 Output layer (the local gradient of SEEDS.md section 2, dZ[L] = dJ/dZ[L]):
@@ -35,10 +35,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fgd import losses, validation
-from fgd.activations import Activation
-
-Array = jax.Array
+from fgd import _checks, losses
+from fgd._types import Array
+from fgd.nn.activations import Activation
 
 
 def output_delta(cost: str, act: Activation, Z: Array, A: Array, Y: Array) -> Array:
@@ -57,26 +56,6 @@ def output_delta(cost: str, act: Activation, Z: Array, A: Array, Y: Array) -> Ar
     else:
         dA = -(Y / A) * s
     return act.vjp(Z, A, dA)
-
-
-def dense_backward(net: Any, params: list, cache: Any, dZ: Array) -> tuple[list, list]:
-    """The backward pass of an MLP from dZ[L]; returns (grads, [dZ[1], ..., dZ[L]]).
-
-    For l = L..1: dW[l] = dZ[l] A[l-1]^T, db[l] = sum_columns dZ[l], and
-    dZ[l-1] = g[l-1]'(Z[l-1]) * (W[l]^T dZ[l]).
-    """
-    L = len(params)
-    grads, deltas = [None] * L, [None] * L
-    for l in range(L, 0, -1):
-        deltas[l - 1] = dZ
-        grads[l - 1] = {
-            "W": dZ @ cache.A[l - 1].T,                 # (n[l], n[l-1])
-            "b": jnp.sum(dZ, axis=1, keepdims=True),    # (n[l], 1)
-        }
-        if l > 1:
-            dA = params[l - 1]["W"].T @ dZ              # (n[l-1], m)
-            dZ = net.activation(l - 1).vjp(cache.Z[l - 2], cache.A[l - 1], dA)
-    return grads, deltas
 
 
 def add_penalty_grads(grads: Any, params: Any, cost: str, m: int, l2: float, l1: float) -> Any:
@@ -107,10 +86,10 @@ def _checked(net, cost, params, X, Y, l2=0.0, l1=0.0):
     losses.check_cost(cost)
     if not hasattr(net, "backward"):
         raise TypeError(f"net must be a model such as fgd.MLP; got {type(net).__name__}")
-    validation.check_params(net, params)
-    X, Y = validation.check_xy(net, X, Y, finite=True)
+    _checks.check_params(net, params)
+    X, Y = _checks.check_xy(net, X, Y, finite=True)
     losses.check_targets(cost, Y)
-    return validation.check_nonneg(l2, "l2"), validation.check_nonneg(l1, "l1"), X, Y
+    return _checks.check_nonneg(l2, "l2"), _checks.check_nonneg(l1, "l1"), X, Y
 
 
 def backprop(net, cost, params, X, Y, l2: float = 0.0, l1: float = 0.0) -> list:

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr
 
+from fgd._version import __version__
+
 FORMAT = "fgd.checkpoint"
 FORMAT_VERSION = 1
 HEADER_MEMBER = "header.json"
@@ -137,8 +139,7 @@ def save(path, tree, metadata: Optional[dict] = None) -> Path:
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     encoded = [_encode(keypath, leaf) for keypath, leaf in leaves]
     records = [{"member": f"leaf_{i}.npy", **rec} for i, (rec, _) in enumerate(encoded)]
-    import fgd    # the package imports this module after setting __version__
-    environment = {"fgd": fgd.__version__, "jax": jax.__version__,
+    environment = {"fgd": __version__, "jax": jax.__version__,
                    "numpy": np.__version__, "x64": bool(jax.config.jax_enable_x64)}
     header = {"format": FORMAT, "version": FORMAT_VERSION, "treedef": str(treedef),
               "environment": environment, "leaves": records, "metadata": metadata}

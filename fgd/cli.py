@@ -7,10 +7,11 @@
 The console script `fgd` is the same program. A bad name or option value
 prints one line on stderr and exits with status 2.
 
-Experiments live in `experiments/<name>.py` beside the package (the README
-installs fgd editable, so they are found there). Each holds a frozen
-dataclass `Config` and `main(config) -> dict`; `parse_config` turns the
-Config's fields into options (`batch_size` -> `--batch-size`).
+Experiments live in `experiments/<name>.py` at the top of the repository and
+are installed as the package `fgd.experiments` (editable or not); the
+environment variable FGD_EXPERIMENTS names another folder of them. Each holds
+a frozen dataclass `Config` and `main(config) -> dict`; `parse_config` turns
+the Config's fields into options (`batch_size` -> `--batch-size`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,19 @@ import typing
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-EXPERIMENTS_DIR = Path(os.environ.get("FGD_EXPERIMENTS", Path(__file__).resolve().parent.parent / "experiments"))
+def experiments_dir() -> Path:
+    """The folder of the experiments: $FGD_EXPERIMENTS, else the installed
+    `fgd.experiments` package, else `experiments/` beside the package."""
+    override = os.environ.get("FGD_EXPERIMENTS")
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("fgd.experiments")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "experiments"
+
+
+EXPERIMENTS_DIR = experiments_dir()
 
 
 class UsageError(Exception):
@@ -51,12 +64,12 @@ def load_experiment(name: str) -> types.ModuleType:
     if name not in names:
         if not names:
             raise UsageError(
-                f"no experiments found in {EXPERIMENTS_DIR.name}/: install fgd from its "
-                "source tree with `pip install -e .` (or set FGD_EXPERIMENTS)"
+                f"no experiments found in {EXPERIMENTS_DIR}: reinstall fgd "
+                "(they ship as fgd.experiments) or set FGD_EXPERIMENTS to their folder"
             )
         raise UsageError(f"unknown experiment {name!r}; choose one of: {', '.join(names)}")
     path = EXPERIMENTS_DIR / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"fgd_experiments.{name}", path)
+    spec = importlib.util.spec_from_file_location(f"fgd.experiments.{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd.base import Array, PRNGKey
+from fgd._types import Array, PRNGKey
 
 # --- the seed's worked BP example (SEEDS.md section 8), the one copy -------
 TRAFFIC_INPUT_NAMES = ("population (10k)", "vehicles (10k)", "road area (10k km2)")

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fgd import _checks, losses
 from fgd.backprop import backprop as fgd_backprop
-from fgd import losses, validation
 
 Array = jax.Array
 
@@ -157,10 +157,10 @@ def check_gradients(
     if not callable(backprop):
         raise TypeError(f"backprop must be a function like fgd.backprop; got {type(backprop).__name__}")
     losses.check_cost(cost)
-    validation.check_params(net, params)
-    X, Y = validation.check_xy(net, X, Y, finite=True)
+    _checks.check_params(net, params)
+    X, Y = _checks.check_xy(net, X, Y, finite=True)
     losses.check_targets(cost, Y)
-    l2, l1 = validation.check_nonneg(l2, "l2"), validation.check_nonneg(l1, "l1")
+    l2, l1 = _checks.check_nonneg(l2, "l2"), _checks.check_nonneg(l1, "l1")
 
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)

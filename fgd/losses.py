@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
-from fgd import validation
+from fgd import _checks
 
 Array = jax.Array
 
@@ -86,7 +86,7 @@ def penalty(params: Any, cost: str, m: int, l2: float, l1: float) -> Array:
 
 def check_targets(cost: str, Y: Any) -> None:
     """bce needs targets in [0, 1] (a concrete Y only)."""
-    if cost in ("bce", "cross_entropy") and not validation.is_traced(Y):
+    if cost in ("bce", "cross_entropy") and not _checks.is_traced(Y):
         import numpy as np
 
         y = np.asarray(Y).astype(np.float64)
@@ -112,8 +112,8 @@ class Loss:
 
     def __call__(self, params, X, Y) -> Array:
         if hasattr(self.net, "init"):
-            validation.check_params(self.net, params)  # a (1, 1) b would broadcast silently
-        X, Y = validation.check_xy(self.net, X, Y, finite=False)
+            _checks.check_params(self.net, params)  # a (1, 1) b would broadcast silently
+        X, Y = _checks.check_xy(self.net, X, Y, finite=False)
         check_targets(self.cost, Y)
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
         Y = jnp.asarray(Y, dtype)
@@ -135,4 +135,4 @@ def make_loss(net: Any, cost: str = "sse", l2: float = 0.0, l1: float = 0.0) -> 
     if not (hasattr(net, "forward") and hasattr(net, "check_input")):
         raise TypeError(f"net must be a model such as fgd.MLP; got {type(net).__name__}")
     check_cost(cost)
-    return Loss(net, cost, validation.check_nonneg(l2, "l2"), validation.check_nonneg(l1, "l1"))
+    return Loss(net, cost, _checks.check_nonneg(l2, "l2"), _checks.check_nonneg(l1, "l1"))

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 
 from fgd.gradcheck import check_gradients
-from fgd.conv import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
-from fgd.models import MLP
+from fgd.nn.cnn import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
+from fgd.nn.mlp import MLP
 
 M = 6  # examples per check: enough to exercise the 1/m sums, small enough for finite differences
 

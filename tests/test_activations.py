@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgd import activations
+from fgd.nn import activations
 
 TOL_F64 = 1e-12      # a closed form evaluated in float64
 TOL_AUTODIFF = 1e-12  # hand g' vs jax.grad of g, float64

@@ -115,7 +115,7 @@ def reference(net, cost, params, X, Y, l2=0.0, l1=0.0):
     offsets = [jnp.zeros((n, X.shape[1])) for n in net.sizes[1:]]
     idx = lambda names, name: jnp.int32(names.index(name))
     return _ref_value_and_grads(params, offsets, jnp.asarray(X), jnp.asarray(Y),
-                                idx(HIDDEN, fgd.activations.get(net.hidden).name),
+                                idx(HIDDEN, fgd.nn.activations.get(net.hidden).name),
                                 idx(OUTPUTS, net.output_activation.name),
                                 idx(list(REF_COST), cost), jnp.float64(l2), jnp.float64(l1))
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import fgd
-from fgd import conv
-from fgd.conv import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
+from fgd.nn import cnn as conv, conv_ops
+from fgd import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
 
 AUTODIFF_TOL = 1e-10   # hand vs jax.grad in float64: both exact up to rounding
 FD_TOL = 1e-6          # vs central differences, h = 1e-6: O(h^2) + O(eps / h)
@@ -74,8 +74,8 @@ def conv_loop(A, W, b, stride, padding):
     A, W, b = (np.asarray(x) for x in (A, W, b))
     m, H, Wd, C = A.shape
     F, _, kh, kw = W.shape
-    (pt, pb), Ho = conv.conv_padding(H, kh, stride[0], padding)
-    (pl, pr), Wo = conv.conv_padding(Wd, kw, stride[1], padding)
+    (pt, pb), Ho = conv_ops.conv_padding(H, kh, stride[0], padding)
+    (pl, pr), Wo = conv_ops.conv_padding(Wd, kw, stride[1], padding)
     Ap = np.pad(A, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     Z = np.zeros((m, Ho, Wo, F))
     for y, x in itertools.product(range(Ho), range(Wo)):
@@ -99,8 +99,8 @@ CONV_CASES = [  # (H, W, C, F, kernel, stride, padding)
 @pytest.mark.parametrize("H,W,C,F,kernel,stride,padding", CONV_CASES)
 def test_conv2d_forward_matches_loop_and_lax_same(H, W, C, F, kernel, stride, padding):
     A, Wt, b = normal(0, (3, H, W, C)), normal(1, (F, C, *kernel)), normal(2, (F,))
-    pads = tuple(conv.conv_padding(n, k, s, padding)[0] for n, k, s in zip((H, W), kernel, stride))
-    Z = jax.jit(conv.conv2d, static_argnums=(3, 4))(swap_cm(A), Wt, b, stride, pads)
+    pads = tuple(conv_ops.conv_padding(n, k, s, padding)[0] for n, k, s in zip((H, W), kernel, stride))
+    Z = jax.jit(conv_ops.conv2d, static_argnums=(3, 4))(swap_cm(A), Wt, b, stride, pads)
     np.testing.assert_allclose(swap_cm(Z), conv_loop(A, Wt, b, stride, padding),
                                rtol=1e-12, atol=1e-12)
     lax_Z = jax.jit(lambda A, Wt, b: jax.lax.conv_general_dilated(
@@ -117,8 +117,8 @@ def test_conv2d_patches_equal_lax_conv_in_float32(C, F, stride, padding):
     H = W = 8
     A, Wt, b = (normal(s, shape).astype(np.float32)
                 for s, shape in ((0, (C, H, W, 32)), (1, (F, C, 3, 3)), (2, (F,))))
-    pads = tuple(conv.conv_padding(n, 3, s, padding)[0] for n, s in zip((H, W), stride))
-    Z, ref = jax.jit(lambda A, Wt, b: (conv.conv2d(A, Wt, b, stride, pads),
+    pads = tuple(conv_ops.conv_padding(n, 3, s, padding)[0] for n, s in zip((H, W), stride))
+    Z, ref = jax.jit(lambda A, Wt, b: (conv_ops.conv2d(A, Wt, b, stride, pads),
                                        lax_conv(A, Wt, b, stride, pads)))(A, Wt, b)
     assert Z.dtype == jnp.float32 and Z.shape == ref.shape
     assert rel(Z, ref) < FLOAT32_TOL
@@ -127,16 +127,16 @@ def test_conv2d_patches_equal_lax_conv_in_float32(C, F, stride, padding):
 @pytest.mark.parametrize("H,W,C,F,kernel,stride,padding", CONV_CASES)
 def test_conv2d_backward_matches_autodiff(H, W, C, F, kernel, stride, padding):
     A, Wt, b = swap_cm(normal(0, (3, H, W, C))), normal(1, (F, C, *kernel)), normal(2, (F,))
-    pads = tuple(conv.conv_padding(n, k, s, padding)[0] for n, k, s in zip((H, W), kernel, stride))
+    pads = tuple(conv_ops.conv_padding(n, k, s, padding)[0] for n, k, s in zip((H, W), kernel, stride))
     dZ = swap_cm(normal(3, conv_loop(swap_cm(A), Wt, b, stride, padding).shape))
 
     @jax.jit
     def references(A, Wt, b, dZ):
         """jax.vjp of this module's forward pass and of XLA's convolution."""
         return [jax.vjp(lambda A, Wt, b: forward(A, Wt, b, stride, pads), A, Wt, b)[1](dZ)
-                for forward in (conv.conv2d, lax_conv)]
+                for forward in (conv_ops.conv2d, lax_conv)]
 
-    dW, db, dA = jax.jit(conv.conv2d_backward, static_argnums=(3, 4))(A, Wt, dZ, stride, pads)
+    dW, db, dA = jax.jit(conv_ops.conv2d_backward, static_argnums=(3, 4))(A, Wt, dZ, stride, pads)
     for dA_ref, dW_ref, db_ref in references(A, Wt, b, dZ):
         assert rel(dW, dW_ref) < AUTODIFF_TOL
         assert rel(db, db_ref) < AUTODIFF_TOL
@@ -157,7 +157,7 @@ POOL_CASES = [  # (H, W, size, stride)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_pool_backward_matches_autodiff(kind, hw, size, stride, channels):
     A = normal(0, (channels, *hw, 2))   # continuous values: no ties
-    forward = conv.max_pool if kind == "max" else conv.avg_pool
+    forward = conv_ops.max_pool if kind == "max" else conv_ops.avg_pool
     out_hw = ((hw[0] - size[0]) // stride[0] + 1, (hw[1] - size[1]) // stride[1] + 1)
     out_shape = (channels, *out_hw, 2)
     dZ = normal(1, out_shape)
@@ -166,9 +166,9 @@ def test_pool_backward_matches_autodiff(kind, hw, size, stride, channels):
     def both(A, dZ):
         Z, vjp = jax.vjp(lambda A: forward(A, size, stride), A)
         if kind == "max":
-            hand = conv.max_pool_backward(A, Z, dZ, size, stride)
+            hand = conv_ops.max_pool_backward(A, Z, dZ, size, stride)
         else:
-            hand = conv.avg_pool_backward(A, dZ, size, stride)
+            hand = conv_ops.avg_pool_backward(A, dZ, size, stride)
         return hand, vjp(dZ)[0]
 
     dA, dA_ref = both(A, dZ)
@@ -180,7 +180,7 @@ def test_pool_forward_matches_reduce_window(hw, size, stride):
     A = normal(0, (3, *hw, 2))
     window = dict(window_dimensions=(1, *size, 1), window_strides=(1, *stride, 1), padding="VALID")
     Zmax, Zavg, ref_max, ref_sum = jax.jit(lambda A: (
-        conv.max_pool(A, size, stride), conv.avg_pool(A, size, stride),
+        conv_ops.max_pool(A, size, stride), conv_ops.avg_pool(A, size, stride),
         jax.lax.reduce_window(A, -jnp.inf, jax.lax.max, **window),
         jax.lax.reduce_window(A, 0.0, jax.lax.add, **window)))(A)
     np.testing.assert_array_equal(Zmax, ref_max)    # a max is exact
@@ -190,20 +190,20 @@ def test_pool_forward_matches_reduce_window(hw, size, stride):
 def test_max_pool_propagates_nan():
     A = np.arange(16.0).reshape(1, 4, 4, 1)
     A[0, 1, 0, 0] = np.nan        # not the first offset of its window
-    Z = np.asarray(jax.jit(lambda A: conv.max_pool(A, (2, 2), (2, 2)))(A))[0, :, :, 0]
+    Z = np.asarray(jax.jit(lambda A: conv_ops.max_pool(A, (2, 2), (2, 2)))(A))[0, :, :, 0]
     assert np.isnan(Z[0, 0]) and np.isfinite(Z).sum() == 3
 
 
 def test_max_pool_ties_go_to_the_first_max_in_row_major_order():
     A = jnp.array([[1.0, 3.0, 0.0, 0.0],
                    [3.0, 3.0, 0.0, 0.0]]).reshape(1, 2, 4, 1)
-    Z = conv.max_pool(A, (2, 2), (2, 2))
+    Z = conv_ops.max_pool(A, (2, 2), (2, 2))
     dZ = jnp.array([10.0, 20.0]).reshape(1, 1, 2, 1)
-    dA = conv.max_pool_backward(A, Z, dZ, (2, 2), (2, 2))
+    dA = conv_ops.max_pool_backward(A, Z, dZ, (2, 2), (2, 2))
     expected = np.array([[0.0, 10.0, 20.0, 0.0],
                          [0.0, 0.0, 0.0, 0.0]]).reshape(1, 2, 4, 1)
     np.testing.assert_array_equal(dA, expected)
-    (dA_jax,) = jax.vjp(lambda A: conv.max_pool(A, (2, 2), (2, 2)), A)[1](dZ)
+    (dA_jax,) = jax.vjp(lambda A: conv_ops.max_pool(A, (2, 2), (2, 2)), A)[1](dZ)
     np.testing.assert_array_equal(dA, dA_jax)   # the same rule as jax
 
 
@@ -259,11 +259,11 @@ def _forward_with_offsets(net, params, X, offsets):
     for i, (layer, p, e) in enumerate(zip(net.layers, params, offsets)):
         if isinstance(layer, Conv):
             shape = net.input_shape if i == 0 else net.shapes[i - 1]
-            Z = conv.conv2d(A, p["W"], p["b"], layer.stride, net._pads(i, shape))
+            Z = conv_ops.conv2d(A, p["W"], p["b"], layer.stride, net._pads(i, shape))
         elif isinstance(layer, MaxPool):
-            Z = conv.max_pool(A, layer.size, layer.stride)
+            Z = conv_ops.max_pool(A, layer.size, layer.stride)
         elif isinstance(layer, AvgPool):
-            Z = conv.avg_pool(A, layer.size, layer.stride)
+            Z = conv_ops.avg_pool(A, layer.size, layer.stride)
         elif isinstance(layer, Flatten):
             Z = A.reshape(-1, A.shape[-1])
         else:

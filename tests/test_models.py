@@ -68,7 +68,7 @@ def test_uniform_scheme_is_matlab_rand_for_weights_and_biases():
     assert np.unique(np.asarray(layer["b"])).size == 500  # biases are random too
 
 
-@pytest.mark.parametrize("scheme", fgd.models.SCHEMES)
+@pytest.mark.parametrize("scheme", fgd.nn.init.SCHEMES)
 def test_same_key_same_params_other_key_other_params(scheme):
     net = fgd.MLP((3, 8, 2))
     a, b = net.init(jax.random.key(7), scheme), net.init(jax.random.key(7), scheme)
@@ -81,7 +81,7 @@ def test_same_key_same_params_other_key_other_params(scheme):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-@pytest.mark.parametrize("scheme", fgd.models.SCHEMES)
+@pytest.mark.parametrize("scheme", fgd.nn.init.SCHEMES)
 def test_dtype_is_kept(dtype, scheme):
     params = fgd.MLP((3, 8, 2)).init(KEY, scheme, dtype=dtype)
     chex.assert_trees_all_equal_dtypes(params, jax.tree_util.tree_map(lambda x: x.astype(dtype), params))

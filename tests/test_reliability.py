@@ -23,10 +23,10 @@ import pytest
 
 import fgd
 import fgd.losses
-import fgd.loop
+import fgd.training.chunk
 from fgd.checkpoint import CheckpointMismatchError, CheckpointWarning
-from fgd.faults import NonFiniteLossError
-from fgd.resume import ConfigMismatchError
+from fgd.training.faults import NonFiniteLossError
+from fgd.training.resume import ConfigMismatchError
 
 ROOT = Path(__file__).resolve().parent.parent
 KILL_SEED = 6          # the random kill points are drawn from this seed (reproducible)
@@ -594,7 +594,7 @@ def test_bad_input_raises_before_tracing(env, monkeypatch, name, call, exc, matc
     real_call = fgd.losses.Loss.__call__
     monkeypatch.setattr(fgd.losses.Loss, "__call__",
                         lambda self, *a: traces.append(1) or real_call(self, *a))
-    monkeypatch.setattr(fgd.loop, "compiled_chunk",
+    monkeypatch.setattr(fgd.training.chunk, "compiled_chunk",
                         lambda *a, **k: pytest.fail("fit reached its compiled chunk"))
     with pytest.raises(exc, match=match) as err:
         call(env)
@@ -643,7 +643,7 @@ def test_time_based_checkpoints_and_version_warning(data, tmp_path, monkeypatch)
     d = tmp_path / "ckpt"
     first = train(data, epochs=5, checkpoint_dir=d, checkpoint_every="1e-9s")
     assert steps(d)[-1] == 5 and first.resumed_epoch is None   # every chunk end is due
-    monkeypatch.setattr(fgd, "__version__", "9.9.9")
+    monkeypatch.setattr(fgd.training.resume, "__version__", "9.9.9")
     with pytest.warns(CheckpointWarning, match="across versions"):
         again = train(data, epochs=8, checkpoint_dir=d)
     assert again.resumed_epoch == 5

@@ -92,7 +92,7 @@ def test_stacked_params_and_single_optimizer(traffic):
 
 
 def sweep_module():
-    return sys.modules["fgd.sweep"]          # `fgd.sweep` is the function
+    return sys.modules["fgd.training.sweep"]          # `fgd.sweep` is the function
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -128,14 +128,14 @@ def test_groups_one_per_core_on_cpu_only(monkeypatch):
 def test_an_error_in_one_group_is_raised(traffic, monkeypatch):
     X, Y = traffic
     monkeypatch.setattr(sweep_module(), "groups", lambda runs, platform: 2)
-    chunk = fgd.loop.compiled_chunk
+    chunk = fgd.training.chunk.compiled_chunk
 
     def failing(spec, carry, data, knobs, hparams=None):
         if carry.epoch.shape[0] == 5:                      # the second group of 9 runs
             raise RuntimeError("out of memory in group 2")
         return chunk(spec, carry, data, knobs, hparams)
 
-    monkeypatch.setattr(fgd.loop, "compiled_chunk", failing)
+    monkeypatch.setattr(fgd.training.chunk, "compiled_chunk", failing)
     with pytest.raises(RuntimeError, match="group 2"):
         fgd.sweep(LOSS, fgd.sgd, X, Y, init=init, keys=KEYS, lrs=[0.01, 0.02, 0.03], epochs=50)
 
@@ -174,7 +174,7 @@ def test_bad_arguments_are_named(traffic, kwargs, error, words):
 # --- runs on the last axis ---------------------------------------------------------------
 def test_batch_last_equals_vmap():
     """Every rule of the evaluator, and the vmap fallback (sort, gather), against jax.vmap."""
-    from fgd.sweep import batch_last
+    from fgd._compile import _batch_last as batch_last
 
     def f(a, b, s):
         z = jnp.tanh(a @ b + s) * jnp.where(a.sum() > 0, 2.0, 3.0)             # dot, select, bcast
@@ -227,7 +227,7 @@ def test_groups_take_over_the_callers_thread_local_settings():
 
     code = """
 import sys, numpy as np, jax, fgd
-sys.modules["fgd.sweep"].groups = lambda runs, platform: 2
+sys.modules["fgd.training.sweep"].groups = lambda runs, platform: 2
 net = fgd.MLP((3, 8, 2), hidden="logsig", output="purelin")
 loss = fgd.make_loss(net, "sse")
 d = fgd.data.traffic(np.float64)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fgd
-from fgd.base import Optimizer
+from fgd import Optimizer
 
 F64_TOL = 1e-10     # float64: the same arithmetic up to the order of sums
 F32_TOL = 1e-5
@@ -296,7 +296,7 @@ def test_minibatch_layout_is_reused_for_the_same_arrays_only(traffic):
     same jax arrays reuses that copy, other arrays get their own, and the
     copy goes when X does."""
     import gc
-    from fgd import train
+    from fgd.training import fit as train
 
     X, Y = (jnp.asarray(a) for a in traffic)
     first = train.laid_out(X, Y)
@@ -315,14 +315,14 @@ def test_minibatch_layout_is_reused_for_the_same_arrays_only(traffic):
     train.laid_out(X, Y)
     del X
     gc.collect()
-    assert train._last_layout == []
+    assert len(train._LAYOUT) == 0
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_one_nonfinite_value_in_large_data_is_found(bad):
     """The device-side check (sum(x * 0) == 0) finds a single NaN/Inf among
     a million values, and lets huge finite values through."""
-    from fgd import validation
+    from fgd import _checks as validation
 
     X = np.full((4, 250_000), 3e38, np.float32)          # finite; its sum overflows
     assert validation.on_device(X, "X", np.float32).shape == X.shape
@@ -441,7 +441,7 @@ def test_bad_arguments_are_named(traffic, change, error, words):
     ("i,j->ij", [(5,), (6,)]),                 # outer product: nothing contracted
 ])
 def test_fuse_small_dots_equals_dot(spec, shapes):
-    from fgd.kernels import fuse_small_dots
+    from fgd._compile import _fuse_small_dots as fuse_small_dots
 
     keys = jax.random.split(jax.random.key(0), len(shapes))
     args = [jax.random.normal(k, s, jnp.float64) for k, s in zip(keys, shapes)]
@@ -455,15 +455,15 @@ def test_fuse_small_dots_equals_dot(spec, shapes):
 def _chunk_setup(X, Y, batch_size):
     opt = fgd.sgd(0.05)
     params = init()
-    setup = fgd.train.prepare(LOSS, opt, False, params, X, Y, 40, batch_size, jax.random.key(0),
+    setup = fgd.training.fit.prepare(LOSS, opt, False, params, X, Y, 40, batch_size, jax.random.key(0),
                               None, validation_data=None, patience=None, min_grad=None,
                               time_limit=None, history=("loss", "grad_norm"))
-    carry = fgd.loop.init_carry(setup.spec, params, opt.init(params))
+    carry = fgd.training.chunk.init_carry(setup.spec, params, opt.init(params))
     return setup, carry, setup.knobs._replace(end=jnp.int32(40))
 
 
-@pytest.mark.skipif(not fgd.kernels.cpu_options_supported(jax.default_backend()),
-                    reason="one-kernel loops are an XLA:CPU feature used with CPU_OPTIONS")
+@pytest.mark.skipif(not fgd._compile.tricks(jax.default_backend()).one_kernel,
+                    reason="one-kernel loops are an XLA:CPU trick, on where this jax supports it")
 @pytest.mark.parametrize("batch_size, one", [(None, True), (5, False)])
 def test_small_full_batch_loop_is_one_kernel_with_the_same_numbers(traffic, batch_size, one):
     """The 3-8-2 full-batch chunk is marked as one kernel (a mini-batch chunk,
@@ -473,12 +473,14 @@ def test_small_full_batch_loop_is_one_kernel_with_the_same_numbers(traffic, batc
     X, Y = traffic
     setup, carry, knobs = _chunk_setup(X, Y, batch_size)
     args = (setup.spec, carry, setup.data, knobs, None)
-    hlo = fgd.loop._chunk_one_kernel.lower(*args, one_kernel=True).compile().as_text()
+    tricks = setup.spec.tricks
+    one_kernel_chunk = fgd.training.chunk._jitted(tricks.compiler_options(True))
+    hlo = one_kernel_chunk.lower(*args, one_kernel=True).compile().as_text()
     marked = [line for line in hlo.splitlines() if "one_kernel_loop" in line and " call(" in line]
     assert bool(marked) == one and all('xla_cpu_small_call="true"' in line for line in marked)
-    (c1, rows1) = fgd.loop.compiled_chunk(*args)
-    assert [v for k, v in fgd.loop._one_kernel.items() if k[0] == setup.spec] == [one]
-    (c0, rows0) = fgd.loop._chunk_plain(*args, one_kernel=False)
+    (c1, rows1) = fgd.training.chunk.compiled_chunk(*args)
+    assert [v for k, v in fgd.training.chunk._ONE_KERNEL._data.items() if k[0] == setup.spec] == [one]
+    (c0, rows0) = fgd.training.chunk._CHUNK(*args, one_kernel=False)
     for name in rows0:
         np.testing.assert_allclose(rows1[name], rows0[name], rtol=F64_TOL, atol=F64_TOL)
     assert_params_close(c1.params, c0.params, F64_TOL)

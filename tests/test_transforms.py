@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fgd
-from fgd.transforms import call_update
+from fgd.optim.transforms import call_update
 
 
 def test_clip_by_value_against_numpy():
@@ -101,7 +101,7 @@ def _recording(name):
     """A stateless transform whose update takes ``name=`` and adds it to g."""
     def update(grads, state, params=None, **kwargs):
         return jax.tree.map(lambda g: g + kwargs[name], grads), state
-    return fgd.base.Optimizer(lambda p: (), update)
+    return fgd.Optimizer(lambda p: (), update)
 
 
 def test_chain_forwards_extra_keywords_only_where_accepted():
@@ -109,7 +109,7 @@ def test_chain_forwards_extra_keywords_only_where_accepted():
         return jax.tree.map(lambda g: g * scale, grads), state
 
     opt = fgd.chain(fgd.clip_by_value(10.0),                 # takes no extra keywords
-                    fgd.base.Optimizer(lambda p: (), takes_scale),
+                    fgd.Optimizer(lambda p: (), takes_scale),
                     _recording("value"))                       # takes **kwargs
     g = jnp.array([1.0, 2.0])
     updates, _ = opt.update(g, opt.init(g), g, value=1.0, scale=3.0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fgd
-from fgd import tree
+from fgd.optim import tree
 
 PARAMS = [{"W": jnp.array([[3.0, 0.0]]), "b": jnp.array([[4.0]])},
           {"W": jnp.array([[12.0]]), "b": jnp.array([[0.0]])}]

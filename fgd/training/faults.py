@@ -33,14 +33,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fgd.transforms import ApplyIfFiniteState, apply_if_finite
+from fgd import _cache
+from fgd.optim.transforms import ApplyIfFiniteState, apply_if_finite
 
 POLICIES = ("stop", "raise", "skip")
 #: Non-finite gradients in a row that nonfinite="skip" skips before it lets
 #: them through (and the run stops on the non-finite params).
 SKIP_LIMIT = 10
-_WRAPPED: dict = {}     # id(opt) -> (opt, apply_if_finite(opt)); see `wrap`
-_WRAPPED_MAX = 64
+#: id(opt) -> (opt, apply_if_finite(opt)); see `wrap`
+_WRAPPED = _cache.LRU("skip_wrappers", 64)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -89,12 +90,11 @@ def wrap(opt: Any, nonfinite: str) -> Any:
     """
     if nonfinite != "skip":
         return opt
-    hit = _WRAPPED.get(id(opt))
-    if hit is None or hit[0] is not opt:
-        hit = (opt, apply_if_finite(opt, SKIP_LIMIT))
-        if len(_WRAPPED) >= _WRAPPED_MAX:
-            _WRAPPED.pop(next(iter(_WRAPPED)))
-        _WRAPPED[id(opt)] = hit
+    make = lambda: (opt, apply_if_finite(opt, SKIP_LIMIT))
+    hit = _WRAPPED.get(id(opt), make)
+    if hit[0] is not opt:                 # an id reused by a new object
+        _WRAPPED.clear()
+        hit = _WRAPPED.get(id(opt), make)
     return hit[1]
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd.base import Array, Params, Updates
+from fgd._types import Array, Params, Updates
 
 _INT32_MAX = np.iinfo(np.int32).max
 

@@ -2,9 +2,9 @@
 
 A sweep trains a grid of configurations, initialisations (one per key, or
 given stacked params) times learning rates, through fit's own compiled chunk
-(`fgd.loop.run_chunk` with `spec.batched`): the same epoch body, the same
+(`fgd.training.chunk.run_chunk` with `spec.batched`): the same epoch body, the same
 stopping rules, the same history, run for every configuration at once, with
-the runs on the last axis of every array (`batch_last` below)::
+the runs on the last axis of every array::
 
     runs = fgd.sweep(loss, fgd.sgd, X, Y, init=lambda k: net.init(k, "uniform"),
                      keys=jax.random.split(key, 64), lrs=[0.01, 0.05], epochs=20_000)
@@ -32,11 +32,13 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core as jex_core
 
-from fgd import loop, train, tree
-from fgd import validation as checks  # sweep's `validation` argument is the validation data
-from fgd.base import Params, PRNGKey
+from fgd import _checks
+from fgd._types import Params, PRNGKey
+from fgd.optim import tree
+from fgd.optim.optimizers import check_lr_state
+from fgd.training import chunk, driver
+from fgd.training.fit import prepare, stop_reason
 
 
 class SweepResult(NamedTuple):
@@ -67,107 +69,6 @@ class SweepResult(NamedTuple):
     seconds: float
 
 
-# --- runs along the last axis -------------------------------------------------------
-# jax.vmap puts the batch axis first, and XLA lays arrays out in that order:
-# a sweep of tiny nets then reduces over short innermost rows (3, 8, 20 long)
-# for each of the R runs. With the runs on the LAST axis every elementwise op
-# and every reduction of the step runs over contiguous R-wide rows, which
-# XLA:CPU vectorises: 3.3x faster on 64 runs of the 3-8-2 net. `batch_last`
-# evaluates a function's jaxpr with that layout; the few primitives it has no
-# rule for go through jax.vmap one by one, so any function still works.
-ELEMENTWISE = frozenset("""
-    abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type
-    copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt imag
-    integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg nextafter not or
-    pow real reduce_precision rem round rsqrt select_n shift_left shift_right_arithmetic
-    shift_right_logical sign sin sinh sqrt square sub tan tanh xor
-""".split())
-SAME_AXES = frozenset("reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or "
-                      "argmax argmin cumsum cumprod cummax cummin".split())
-CALLS = frozenset(["jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call"])
-
-
-def _widen(x: Any, batched: bool, shape: tuple, runs: int) -> Any:
-    """`x` (unbatched, or batched with its own shape + (R,)) broadcast to shape + (R,)."""
-    x_shape = np.shape(x)[:-1] if batched else np.shape(x)
-    if batched and x_shape == shape:
-        return x
-    dims = tuple(range(len(shape) - len(x_shape), len(shape))) + ((len(shape),) if batched else ())
-    return jax.lax.broadcast_in_dim(x, shape + (runs,), dims)
-
-
-def _batched_rule(eqn, vals: list, flags: list, runs: int) -> Optional[list]:
-    """The primitive applied with the runs on the last axis, or None (no rule)."""
-    name, params = eqn.primitive.name, eqn.params
-    bind = lambda *xs, **kw: eqn.primitive.bind(*xs, **{**eqn.primitive.get_bind_params(params), **kw})
-    if name in ELEMENTWISE:
-        shape = tuple(eqn.outvars[0].aval.shape)
-        return [bind(*(_widen(x, b, shape, runs) for x, b in zip(vals, flags)))]
-    if not flags[0] or any(flags[1:]):
-        return None                                   # rules below: batched operand 0 only
-    x, rank = vals[0], np.ndim(vals[0]) - 1
-    if name in SAME_AXES:
-        out = bind(*vals)
-        return list(out) if eqn.primitive.multiple_results else [out]
-    if name == "broadcast_in_dim":
-        return [bind(x, shape=tuple(params["shape"]) + (runs,),
-                     broadcast_dimensions=tuple(params["broadcast_dimensions"]) + (len(params["shape"]),))]
-    if name == "reshape" and params.get("dimensions") is None:
-        return [bind(x, new_sizes=tuple(params["new_sizes"]) + (runs,))]
-    if name == "transpose":
-        return [bind(x, permutation=tuple(params["permutation"]) + (rank,))]
-    if name == "squeeze":
-        return [bind(x)]
-    return None
-
-
-def _eval_batch_last(jaxpr, consts: list, vals: list, flags: list, runs: int) -> tuple[list, list]:
-    env = {}
-
-    def read(v):
-        return (v.val, False) if isinstance(v, jex_core.Literal) else env[v]
-
-    env.update((v, (c, False)) for v, c in zip(jaxpr.constvars, consts))
-    env.update((v, (x, b)) for v, x, b in zip(jaxpr.invars, vals, flags))
-    for eqn in jaxpr.eqns:
-        ins = [read(v) for v in eqn.invars]
-        xs, bs = [x for x, _ in ins], [b for _, b in ins]
-        inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-        if not any(bs):
-            with eqn.ctx.manager:
-                out = eqn.primitive.bind(*xs, **eqn.primitive.get_bind_params(eqn.params))
-            outs = list(out) if eqn.primitive.multiple_results else [out]
-            out_flags = [False] * len(outs)
-        elif eqn.primitive.name in CALLS and isinstance(inner, jex_core.ClosedJaxpr):
-            outs, out_flags = _eval_batch_last(inner.jaxpr, inner.consts, xs, bs, runs)
-        else:
-            outs = _batched_rule(eqn, xs, bs, runs)
-            if outs is None:                          # no rule: vmap this primitive alone
-                prim, params = eqn.primitive, eqn.primitive.get_bind_params(eqn.params)
-                single = lambda *a: prim.bind(*a, **params)
-                outs = jax.vmap(single, in_axes=[-1 if b else None for b in bs], out_axes=-1)(*xs)
-                outs = list(outs) if prim.multiple_results else [outs]
-            out_flags = [True] * len(outs)
-        env.update((v, (x, b)) for v, x, b in zip(eqn.outvars, outs, out_flags))
-    result = [read(v) for v in jaxpr.outvars]
-    return [x for x, _ in result], [b for _, b in result]
-
-
-def batch_last(fn: Callable, runs: int) -> Callable:
-    """`fn` applied to `runs` runs at once, every leaf of the arguments and
-    results carrying the runs on its LAST axis (what `jax.vmap(fn, -1, -1)`
-    computes, with that layout kept throughout)."""
-    def batched(*args):
-        leaves, treedef = jax.tree.flatten(args)
-        avals = [jax.ShapeDtypeStruct(np.shape(x)[:-1], x.dtype) for x in leaves]
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*jax.tree.unflatten(treedef, avals))
-        outs, flags = _eval_batch_last(closed.jaxpr, closed.consts, leaves, [True] * len(leaves), runs)
-        outs = [x if b else _widen(x, False, tuple(np.shape(x)), runs) for x, b in zip(outs, flags)]
-        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
-
-    return batched
-
-
 def _stacked_params(init: Any, keys: Optional[PRNGKey]) -> tuple[Params, int]:
     """(params with a leading axis I, I) from `init(key)` over `keys` or stacked params."""
     if callable(init):
@@ -177,7 +78,7 @@ def _stacked_params(init: Any, keys: Optional[PRNGKey]) -> tuple[Params, int]:
         keys = jnp.asarray(keys) if not hasattr(keys, "dtype") else keys
         if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) or keys.ndim != 1:
             raise TypeError(f"keys must be a 1-D array of PRNG keys such as "
-                            f"jax.random.split(key, 16); got {checks._describe(keys)}")
+                            f"jax.random.split(key, 16); got {_checks._describe(keys)}")
         return jax.vmap(init)(keys), int(keys.shape[0])
     if keys is not None:
         raise ValueError("keys is only for an init function; stacked params already hold the inits")
@@ -251,14 +152,14 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
     factory, rates = _rates(make_opt, lrs)
     params, n_init = _stacked_params(init, keys)
     one = jax.tree.map(lambda a: a[0], params)
-    setup = train.prepare(loss, make_opt, factory, one, X, Y, epochs, batch_size, key, goal,
+    setup = prepare(loss, make_opt, factory, one, X, Y, epochs, batch_size, key, goal,
                           validation_data=validation, patience=patience, min_grad=min_grad,
                           time_limit=time_limit, history=history)
     spec, n_rate = setup.spec._replace(batched=True), rates.size
     hparams = jnp.asarray(np.tile(rates, n_init), tree.scalar_dtype(one))
     carry = _start(spec, n_rate, params, hparams)
     if "lr" in spec.history:
-        train._check_lr_state(jax.tree.map(lambda a: a[..., 0], carry.opt_state))
+        check_lr_state(jax.tree.map(lambda a: a[..., 0], carry.opt_state))
     platform = next(iter(setup.data.X.devices())).platform
     out = drive_groups(spec, carry, setup, hparams, groups(hparams.size, platform), epochs=epochs,
                        time_limit=time_limit, progress=progress)
@@ -274,7 +175,7 @@ def groups(runs: int, platform: str) -> int:
     """How many groups of runs `sweep` drives at once: on XLA:CPU one per
     core, each of at least `GROUP_RUNS` runs; elsewhere 1.
 
-    XLA:CPU runs a chunk compiled as one kernel (`fgd.kernels.as_one_kernel`,
+    XLA:CPU runs a chunk compiled as one kernel (`fgd._compile`,
     every small net) on one core, and runs one program after another, so a
     sweep in one program leaves the other cores idle. Groups of runs driven
     from one host thread each run side by side: 64 runs of the 3-8-2 net on 2
@@ -322,10 +223,10 @@ def caller_settings() -> Optional[dict]:
     return differ if set(differ) <= set(THREAD_SETTINGS) else None
 
 
-def drive_groups(spec: loop.Spec, carry: loop.Carry, setup: Any, hparams: jax.Array, n: int, *,
-                 epochs: int, time_limit: Optional[float], progress: Optional[bool]) -> loop.Run:
-    """`loop.drive` for the runs (last axis of `carry`, `hparams`) split into
-    `n` contiguous groups, each driven from its own thread; one `loop.Run`
+def drive_groups(spec: chunk.Spec, carry: chunk.Carry, setup: Any, hparams: jax.Array, n: int, *,
+                 epochs: int, time_limit: Optional[float], progress: Optional[bool]) -> driver.Run:
+    """`driver.drive` for the runs (last axis of `carry`, `hparams`) split into
+    `n` contiguous groups, each driven from its own thread; one `driver.Run`
     for all of them, runs in their order. Every run computes what it would
     alone, so the split changes no number. Each thread enters the caller's
     thread-local jax settings (`caller_settings`; with one it cannot take
@@ -333,11 +234,11 @@ def drive_groups(spec: loop.Spec, carry: loop.Carry, setup: Any, hparams: jax.Ar
     an error in one group (or Ctrl-C) stops the others at their next chunk
     end and is raised here."""
     def drive(c, h, show, cancel=None, settings=None):
-        run = lambda c_, knobs: loop.compiled_chunk(spec, c_, setup.data, knobs, h)
+        run = lambda c_, knobs: chunk.compiled_chunk(spec, c_, setup.data, knobs, h)
         with contextlib.ExitStack() as stack:
             for name, value in (settings or {}).items():
                 stack.enter_context(THREAD_SETTINGS[name](value))
-            return loop.drive(run, c, setup.knobs, epochs=epochs, capacity=spec.capacity,
+            return driver.drive(run, c, setup.knobs, epochs=epochs, capacity=spec.capacity,
                               time_limit=time_limit, progress=show, replay=spec.batch_size is None,
                               desc="sweep", cancel=cancel)
 
@@ -362,7 +263,7 @@ def drive_groups(spec: loop.Spec, carry: loop.Carry, setup: Any, hparams: jax.Ar
         for lo, p in zip(bounds, parts_):
             rows[lo:lo + p.shape[0], :p.shape[-1]] = p
         history[name] = rows
-    return loop.Run(_join([o.carry for o in outs]), history, any(o.timed_out for o in outs),
+    return driver.Run(_join([o.carry for o in outs]), history, any(o.timed_out for o in outs),
                     max(o.seconds for o in outs))
 
 
@@ -378,13 +279,13 @@ def _join(trees: list) -> Any:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _start(spec: loop.Spec, n_rate: int, params: Params, hparams: jax.Array) -> loop.Carry:
+def _start(spec: chunk.Spec, n_rate: int, params: Params, hparams: jax.Array) -> chunk.Carry:
     """The grid's first carry, runs on the last axis, in one compiled call:
     params repeated for the rates (run i * R + r), optimizer states made
     with each run's rate."""
     flat = jax.tree.map(lambda a: jnp.repeat(a, n_rate, axis=0), params)
     states = jax.vmap(lambda p, h: spec.build_optimizer(h).init(p))(flat, hparams)
-    return jax.vmap(functools.partial(loop.init_carry, spec), out_axes=-1)(flat, states)
+    return jax.vmap(functools.partial(chunk.init_carry, spec), out_axes=-1)(flat, states)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -393,16 +294,16 @@ def _by_grid(grid: tuple, tree_: Any) -> Any:
     return jax.tree.map(lambda a: jnp.moveaxis(a, -1, 0).reshape(grid + a.shape[:-1]), tree_)
 
 
-def _result(out: loop.Run, spec: loop.Spec, grid: tuple, epochs: int) -> SweepResult:
+def _result(out: driver.Run, spec: chunk.Spec, grid: tuple, epochs: int) -> SweepResult:
     c = out.carry
     grid_of = lambda a: np.asarray(a).reshape(grid + np.shape(a)[1:])
     codes, ran = grid_of(c.stop), grid_of(c.epoch)
     dtype = tree.scalar_dtype(jax.tree.map(lambda a: a[..., 0], c.params))
     history = {name: grid_of(out.history.get(name, np.zeros((ran.size, 0), dtype)))
                for name in spec.history}
-    reasons = np.vectorize(lambda code, e: train.stop_reason(
+    reasons = np.vectorize(lambda code, e: stop_reason(
         int(code), bool(out.timed_out and e < epochs)), otypes=[object])(codes, ran).astype(str)
-    nonfinite = np.where(codes == loop.NONFINITE, ran - 1, -1)
+    nonfinite = np.where(codes == chunk.NONFINITE, ran - 1, -1)
     loss = history["loss"]
     final = (np.take_along_axis(loss, np.maximum(ran - 1, 0)[..., None], axis=-1)[..., 0]
              if loss.shape[-1] else np.full(grid, np.nan))

@@ -1,14 +1,9 @@
-"""Training: the jitted update step `make_step` and the fused training loop `fit`.
+"""`fit`: gradient descent in batch, stochastic and mini-batch mode, many epochs per device call.
 
-One update step is one jit boundary (STYLE habit 4)::
-
-    value, g = value_and_grad(loss)(params, X, Y)
-    u, state = opt.update(g, state, params, value=value)   # value= only if accepted
-    params   = apply_updates(params, u)
-
-`fit` runs many such steps on the device (habit 5): the steps of an epoch run
-inside one `lax.scan`, and a chunk of epochs runs inside one `lax.while_loop`
-whose condition checks the stopping rules on the device (`fgd.loop`). The
+`fit` runs many update steps (`fgd.training.step`) on the device: the steps
+of an epoch run inside one `lax.scan`, and a chunk of epochs runs inside one
+`lax.while_loop` whose condition checks the stopping rules on the device
+(`fgd.training.chunk`; the host side is `fgd.training.driver`). The
 host wakes up only at chunk ends: to read the history, update the progress
 bar, check the time limit and size the next chunk. A chunk's length is a traced value, so
 chunking never recompiles; the compiled chunk is cached by `jax.jit` on a
@@ -20,9 +15,10 @@ the whole training state after them; `fgd.faults` holds the NaN policies.
 
 Tiny networks. On a 3-8-2 network one epoch is a dozen operations on
 matrices of a few dozen entries, and the cost is per-operation overhead, not
-arithmetic: `fgd.kernels` turns the step's small matrix products into fusible
-sums and a small chunk loop into one XLA:CPU kernel. Boundary checks live in
-`fgd.validation`.
+arithmetic: on XLA:CPU the private `fgd._compile` turns the step's small
+matrix products into fusible sums and a small chunk loop into one kernel
+(`FGD_COMPILE_TRICKS=0` switches that off). Boundary checks live in
+`fgd._checks`.
 """
 from __future__ import annotations
 
@@ -33,68 +29,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import loop, parallel, tree
-from fgd import validation as checks  # fit's `validation` argument is the validation data
-from fgd.base import Array, OptState, Params, PRNGKey
+from fgd import _cache, _checks, _compile, parallel
+from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.losses import Loss
-from fgd.models import check_key
-from fgd.optimizers import current_lr
-from fgd import faults, resume as resuming
+from fgd.optim import tree
+from fgd.optim.optimizers import check_lr_state
+from fgd.training import chunk, driver, faults
+from fgd.training.resume import check_args as resume_checks, open_saver
 
-
-
-# --- the update step -----------------------------------------------------------
-def make_step(loss: Callable, optimizer: Any, *, mesh: Any = None) -> Callable:
-    """One jitted update: `step(params, opt_state, X, Y) -> (params, opt_state, loss_value)`.
-
-    Computes `loss_value, g = value_and_grad(loss)(params, X, Y)`, then
-    `u, opt_state = optimizer.update(g, opt_state, params[, value=loss_value])`
-    and `params + u`, all in one compiled function. `loss_value` is the loss
-    at the params passed in. The params and opt_state buffers are donated:
-    do not reuse the arrays you passed (use the returned ones). The function
-    is traced once per input shape and dtype; learning rates and schedules
-    live in the traced optimizer state, so they never retrace.
-
-    Args:
-      loss: a pure `loss(params, X, Y) -> scalar`, e.g. `fgd.make_loss(...)`.
-      optimizer: any object with `init`/`update` (fgd's or optax's).
-      mesh: a `jax.sharding.Mesh` with a "data" axis (`fgd.parallel.data_mesh()`):
-        each call replicates params and state on it and splits X, Y over "data"
-        on their last axis (the device count must divide the batch); the result
-        equals one device's (`fgd.parallel.sharded_step`).
-    """
-    checks.check_loss(loss)
-    checks.check_optimizer(optimizer)
-    step = loop.train_step(loss, optimizer)
-
-    def update(params, opt_state, X, Y):
-        params, opt_state, value, _ = step(params, opt_state, X, Y)
-        return params, opt_state, value
-
-    if mesh is not None:
-        return parallel.sharded_step(update, mesh)
-    return jax.jit(update, donate_argnums=(0, 1))
 
 
 # --- fit's arguments, checked and laid out ---------------------------------------
 def check_history(history: Any, has_validation: bool) -> tuple:
     if isinstance(history, str) or not all(isinstance(h, str) for h in history):
-        raise TypeError(f"history must be a tuple of names from {loop.HISTORY_NAMES}; got {history!r}")
-    unknown = [h for h in history if h not in loop.HISTORY_NAMES]
+        raise TypeError(f"history must be a tuple of names from {chunk.HISTORY_NAMES}; got {history!r}")
+    unknown = [h for h in history if h not in chunk.HISTORY_NAMES]
     if unknown:
-        raise ValueError(f"history names must be among {loop.HISTORY_NAMES}; got unknown {unknown}")
+        raise ValueError(f"history names must be among {chunk.HISTORY_NAMES}; got unknown {unknown}")
     names = set(history) | {"loss"} | ({"val_loss"} if has_validation else set())
     if "val_loss" in names and not has_validation:
         raise ValueError("history 'val_loss' needs validation=(Xv, Yv)")
-    return tuple(h for h in loop.HISTORY_NAMES if h in names)
+    return tuple(h for h in chunk.HISTORY_NAMES if h in names)
 
 
 class Setup(NamedTuple):
     """A checked fit call, ready to compile: static spec, traced knobs, data."""
 
-    spec: loop.Spec
-    knobs: loop.Knobs
-    data: loop.Data
+    spec: chunk.Spec
+    knobs: chunk.Knobs
+    data: chunk.Data
     dtype: np.dtype
     m: int
 
@@ -106,31 +69,32 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     """Every boundary check of `fit`/`sweep`, then the data cast to the params'
     dtype and laid out for the mode (with a mesh: global arrays split over its
     "data" axis, `fgd.parallel.place_training_data`). Nothing is traced here."""
-    checks.check_loss(loss)
+    _checks.check_loss(loss)
     if mesh is not None:
         parallel.check_mesh(mesh)
     elif local_data:
         raise ValueError("local_data=True needs mesh=: it says each process holds its own "
                          "block of the examples of a multi-process mesh")
     if isinstance(loss, Loss):
-        checks.check_params(loss.net, params)
-    dtype = checks.param_dtype(params)
-    X, Y = checks.check_data(loss, X, Y, dtype)
+        _checks.check_params(loss.net, params)
+    dtype = _checks.param_dtype(params)
+    net = loss.net if isinstance(loss, Loss) else None
+    X, Y = _checks.check_data(net, X, Y, dtype)
     m = parallel.global_examples(int(X.shape[-1]), local_data)
-    checks.check_int(epochs, "epochs", 0)
-    batch_size = checks.check_int(batch_size, "batch_size", 1, m, allow_none=True)
-    check_key(key)
-    goal = checks.check_real(goal, "goal")
-    min_grad = checks.check_real(min_grad, "min_grad", nonneg=True)
-    checks.check_real(time_limit, "time_limit", positive=True)
+    _checks.check_int(epochs, "epochs", 0)
+    batch_size = _checks.check_int(batch_size, "batch_size", 1, m, allow_none=True)
+    _checks.check_key(key)
+    goal = _checks.check_real(goal, "goal")
+    min_grad = _checks.check_real(min_grad, "min_grad", nonneg=True)
+    _checks.check_real(time_limit, "time_limit", positive=True)
     faults.check_policy(nonfinite)
     diverge = faults.check_diverge(diverge)
     Xv = Yv = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError(f"validation must be a pair (Xv, Yv); got {type(validation_data).__name__}")
-        Xv, Yv = checks.check_data(loss, *validation_data, dtype, names=("Xv", "Yv"))
-    patience = checks.check_int(patience, "patience", 1, allow_none=True)
+        Xv, Yv = _checks.check_data(net, *validation_data, dtype, names=("Xv", "Yv"))
+    patience = _checks.check_int(patience, "patience", 1, allow_none=True)
     if patience is not None and Xv is None:
         raise ValueError("patience needs validation=(Xv, Yv): it counts epochs without a "
                          "lower validation loss")
@@ -142,18 +106,19 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         key = parallel.replicate(mesh, key)
     elif batch_size is not None:
         X, Y = laid_out(X, Y)
-    spec = loop.Spec(loss if _hashable(loss) else loop.Static(loss), loop.Static(optimizer), factory, batch_size,
+    spec = chunk.Spec(loss if _hashable(loss) else chunk.Static(loss), chunk.Static(optimizer), factory, batch_size,
                 1 if batch_size is None else m // batch_size,
-                loop.CAPACITY_FULL if batch_size is None else loop.CAPACITY_MINI, names,
+                chunk.CAPACITY_FULL if batch_size is None else chunk.CAPACITY_MINI, names,
                 min_grad is not None, patience is not None,
-                skip=nonfinite == "skip", diverge=diverge is not None, mesh=mesh)
+                skip=nonfinite == "skip", diverge=diverge is not None, mesh=mesh,
+                tricks=_compile.tricks(_compile.platform_of(X)))
     sdt = tree.scalar_dtype(params)
-    knobs = loop.Knobs(jnp.int32(0), jnp.int32(0),
+    knobs = chunk.Knobs(jnp.int32(0), jnp.int32(0),
                   jnp.asarray(-np.inf if goal is None else goal, sdt),
                   jnp.asarray(-1.0 if min_grad is None else min_grad, sdt),
                   jnp.int32(0 if patience is None else patience),
                   None if diverge is None else jnp.asarray(diverge, sdt))
-    return Setup(spec, knobs, loop.Data(X, Y, Xv, Yv, key), dtype, m)
+    return Setup(spec, knobs, chunk.Data(X, Y, Xv, Yv, key), dtype, m)
 
 
 def _hashable(obj: Any) -> bool:
@@ -172,9 +137,9 @@ def examples_first(X: Array) -> Array:
     return jnp.moveaxis(X, -1, 0)
 
 
-#: [(weakref to X, weakref to Y, X examples first, Y examples first)]: the
-#: last pair `laid_out` transposed, at most one.
-_last_layout: list = []
+#: (id(X), id(Y)) -> (weakref to X, weakref to Y, X examples first, Y examples
+#: first): the last pair `laid_out` transposed, at most one.
+_LAYOUT = _cache.LRU("examples_first_layout", 1)
 
 
 def laid_out(X: Array, Y: Array) -> tuple[Array, Array]:
@@ -186,15 +151,17 @@ def laid_out(X: Array, Y: Array) -> tuple[Array, Array]:
     of an epoch of a 784-512-512-10 net. jax arrays are immutable, so while
     the same X and Y live their copy stays right, and a `fit` called again
     on them (an epoch at a time, a loop over learning rates) reuses it. One
-    pair is kept, and dropped as soon as X or Y is garbage-collected.
+    pair is kept, and dropped as soon as X or Y is garbage-collected (or by
+    `fgd.clear_caches()`).
     """
-    if _last_layout:
-        x_ref, y_ref, Xt, Yt = _last_layout[0]
-        if x_ref() is X and y_ref() is Y:
-            return Xt, Yt
-    Xt, Yt = examples_first(X), examples_first(Y)
-    forget = lambda _: _last_layout.clear()
-    _last_layout[:] = [(weakref.ref(X, forget), weakref.ref(Y, forget), Xt, Yt)]
+    def make():
+        forget = lambda _: _LAYOUT.clear()
+        return weakref.ref(X, forget), weakref.ref(Y, forget), examples_first(X), examples_first(Y)
+
+    x_ref, y_ref, Xt, Yt = _LAYOUT.get((id(X), id(Y)), make)
+    if x_ref() is not X or y_ref() is not Y:          # ids reused by new arrays
+        _LAYOUT.clear()
+        x_ref, y_ref, Xt, Yt = _LAYOUT.get((id(X), id(Y)), make)
     return Xt, Yt
 
 
@@ -338,8 +305,8 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
     Raises:
       ValueError, TypeError: a bad argument, named, before anything is traced.
     """
-    checks.check_optimizer(opt)
-    every = resuming.check_args(checkpoint_dir, checkpoint_every, resume, keep)
+    _checks.check_optimizer(opt)
+    every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep)
     opt = faults.wrap(opt, faults.check_policy(nonfinite))
     key = jax.random.key(0) if key is None else key
     setup = prepare(loss, opt, False, params, X, Y, epochs, batch_size, key, goal,
@@ -347,36 +314,29 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
                     validation_data=validation, patience=patience, min_grad=min_grad,
                     time_limit=time_limit, history=history, mesh=mesh, local_data=local_data)
     if "lr" in setup.spec.history:
-        _check_lr_state(opt.init(params))
-    carry = loop.init_carry(setup.spec, params, opt.init(params))
+        check_lr_state(opt.init(params))
+    carry = chunk.init_carry(setup.spec, params, opt.init(params))
     if mesh is not None:
         carry = parallel.replicate(mesh, carry)
-    saver = resuming.open_saver(checkpoint_dir, every, keep, resume, nonfinite, loss, setup,
+    saver = open_saver(checkpoint_dir, every, keep, resume, nonfinite, loss, setup,
                                 params, carry.opt_state, {"goal": goal, "min_grad": min_grad,
                                 "patience": patience, "diverge": diverge})
     carry = carry if saver is None else saver.start(carry)
-    run = lambda c, knobs: loop.compiled_chunk(setup.spec, c, setup.data, knobs)
-    out = loop.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
+    run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs)
+    out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
                 time_limit=time_limit, progress=progress, replay=batch_size is None,
                 saver=saver)
     out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
     return finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
 
 
-def _check_lr_state(state: OptState) -> None:
-    try:
-        current_lr(state)
-    except ValueError as e:
-        raise ValueError(f"history 'lr' needs an optimizer whose state records its rate: {e}") from None
-
-
 def stop_reason(code: int, timed_out: bool) -> str:
     if code:
-        return loop.STOP_REASONS[code]
+        return chunk.STOP_REASONS[code]
     return "time_limit" if timed_out else "epochs"
 
 
-def finish(out: loop.Run, names: tuple, policy: str = "stop", minibatch: bool = False,
+def finish(out: driver.Run, names: tuple, policy: str = "stop", minibatch: bool = False,
            saver: Any = None) -> FitResult:
     """Turn a single run's final carry into a FitResult (warning on NaN/Inf)."""
     c = out.carry

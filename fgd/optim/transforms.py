@@ -23,9 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import tree
-from fgd.base import Array, OptState, Optimizer, Params
-from fgd.schedules import check_lr, check_number, initial_lr, step_lr
+from fgd._checks import check_number
+from fgd._types import Array, OptState, Params
+from fgd.optim import tree
+from fgd.optim.base import Optimizer
+from fgd.optim.schedules import check_lr, initial_lr, step_lr
 
 Mask = Union[Any, Callable[[Params], Any]]
 

@@ -1,6 +1,6 @@
 """The multilayer perceptron: a static description plus a pytree of parameters.
 
-Notation of the seeds (SEEDS.md section 5), one column per example:
+Notation of the classic two-layer exercise, one column per example:
 
     A[0] = X                         (n[0], m)
     Z[l] = W[l] A[l-1] + b[l]        (n[l], m),  W[l]: (n[l], n[l-1]),  b[l]: (n[l], 1)
@@ -12,19 +12,16 @@ by hand. Every function keeps the dtype of the params: the data are cast to it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import activations, validation
-
-Array = jax.Array
-Params = list
-
-SCHEMES = ("small", "zeros", "normal", "uniform", "xavier", "he")
+from fgd import _checks
+from fgd._types import Array, Params
+from fgd.nn import activations
+from fgd.nn.init import check_scheme, init_dense, resolve_dtype
 
 
 class Cache(NamedTuple):
@@ -35,60 +32,27 @@ class Cache(NamedTuple):
     A: list
 
 
-def check_key(key: Any, name: str = "key") -> None:
-    """Accept a typed key (jax.random.key) or a legacy uint32[2] key."""
-    dtype = getattr(key, "dtype", None)
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        return
-    if dtype == jnp.uint32 and getattr(key, "shape", None) == (2,):
-        return
-    raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.key(0); got {key!r}"[:200])
+def dense_backward(net: Any, params: list, cache: Cache, dZ: Array) -> tuple[list, list]:
+    """The backward pass of an MLP from dZ[L]; returns (grads, [dZ[1], ..., dZ[L]]).
 
+    For l = L..1 (shapes for m examples):
 
-def init_dense(key, fan_out: int, fan_in: int, scheme: str, dtype, scale: float) -> dict:
-    """One dense layer {"W": (fan_out, fan_in), "b": (fan_out, 1)} by `scheme`:
-
-    - "small":   W ~ N(0, 1) * 0.01, b = 0   (the seeds' default)
-    - "zeros":   W = 0, b = 0                (symmetric: every hidden unit stays equal)
-    - "normal":  W ~ N(0, 1) * scale, b = 0
-    - "uniform": W, b ~ U[0, 1]              (MATLAB's rand)
-    - "xavier":  W ~ N(0, 2 / (fan_in + fan_out)), b = 0   (Glorot normal)
-    - "he":      W ~ N(0, 2 / fan_in), b = 0
+        dW[l]   = dZ[l] A[l-1]^T                      (n[l], n[l-1])
+        db[l]   = sum(dZ[l], axis=1, keepdims=True)   (n[l], 1)
+        dZ[l-1] = W[l]^T dZ[l] * g[l-1]'(Z[l-1])      (n[l-1], m)
     """
-    k_w, k_b = jax.random.split(key)
-    shape_w, shape_b = (fan_out, fan_in), (fan_out, 1)
-    zeros_b = jnp.zeros(shape_b, dtype)
-    if scheme == "uniform":
-        return {"W": jax.random.uniform(k_w, shape_w, dtype), "b": jax.random.uniform(k_b, shape_b, dtype)}
-    if scheme == "zeros":
-        return {"W": jnp.zeros(shape_w, dtype), "b": zeros_b}
-    std = {
-        "small": 0.01,
-        "normal": scale,
-        "xavier": math.sqrt(2.0 / (fan_in + fan_out)),
-        "he": math.sqrt(2.0 / fan_in),
-    }[scheme]
-    return {"W": jax.random.normal(k_w, shape_w, dtype) * jnp.asarray(std, dtype), "b": zeros_b}
-
-
-def check_scheme(scheme: Any, scale: Any) -> None:
-    if not isinstance(scheme, str) or scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {', '.join(map(repr, SCHEMES))}; got {scheme!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"scale must be a finite number >= 0; got {scale!r}")
-
-
-def resolve_dtype(dtype: Any) -> Any:
-    """`dtype` as a numpy dtype, JAX's default float when None."""
-    if dtype is None:
-        return jnp.zeros(()).dtype
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"dtype must be a floating-point dtype; got {dtype!r}") from e
-    if not jnp.issubdtype(dt, jnp.floating):
-        raise ValueError(f"dtype must be a floating-point dtype; got {dt}")
-    return dt
+    L = len(params)
+    grads, deltas = [None] * L, [None] * L
+    for l in range(L, 0, -1):
+        deltas[l - 1] = dZ
+        grads[l - 1] = {
+            "W": dZ @ cache.A[l - 1].T,                 # (n[l], n[l-1])
+            "b": jnp.sum(dZ, axis=1, keepdims=True),    # (n[l], 1)
+        }
+        if l > 1:
+            dA = params[l - 1]["W"].T @ dZ              # (n[l-1], m)
+            dZ = net.activation(l - 1).vjp(cache.Z[l - 2], cache.A[l - 1], dA)
+    return grads, deltas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +127,7 @@ class MLP:
           dtype: float dtype; JAX's default float when None.
           scale: the standard deviation of the "normal" scheme.
         """
-        check_key(key)
+        _checks.check_key(key)
         check_scheme(scheme, scale)
         dtype = resolve_dtype(dtype)
         keys = jax.random.split(key, self.n_layers)
@@ -189,12 +153,10 @@ class MLP:
 
     def apply(self, params: Params, X: Array) -> Array:
         """A[L] = g[L](Z[L]), the predictions (n[L], m)."""
-        X = validation.as_data(X, "X")
+        X = _checks.as_data(X, "X")
         self.check_input(X, "X")  # a 1-D X would broadcast against b silently
         return self.forward(params, X).A[-1]
 
     def backward(self, params: Params, cache: Cache, dZ_out: Array):
-        """Hand-derived backward pass from dZ[L]; see `fgd.backprop.dense_backward`."""
-        from fgd.backprop import dense_backward
-
+        """Hand-derived backward pass from dZ[L] (`dense_backward`)."""
         return dense_backward(self, params, cache, dZ_out)

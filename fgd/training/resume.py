@@ -43,7 +43,10 @@ import jax
 import numpy as np
 from jax.tree_util import keystr
 
-from fgd import checkpoint, tree
+from fgd import checkpoint
+from fgd._version import __version__
+from fgd.optim import tree
+from fgd.training.chunk import NONFINITE
 from fgd.checkpoint import CheckpointError, CheckpointManager, CheckpointMismatchError, CheckpointWarning
 
 #: Default `checkpoint_every`: a save at the first chunk end 60 s after the last.
@@ -51,7 +54,6 @@ DEFAULT_EVERY = "60s"
 _SECONDS_RE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|min|h)\s*")
 _UNIT = {"s": 1.0, "min": 60.0, "h": 3600.0}
 _ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]+")
-NONFINITE = 1        # loop.NONFINITE (this module does not import loop)
 
 
 class ConfigMismatchError(CheckpointMismatchError):
@@ -228,9 +230,8 @@ class Saver:
         return carry
 
     def _check_environment(self, path: Path, env: Any) -> None:
-        import fgd
         env = env if isinstance(env, dict) else {}
-        now = {"fgd": fgd.__version__, "jax": jax.__version__}
+        now = {"fgd": __version__, "jax": jax.__version__}
         changed = [f"{k} {env.get(k)} -> {v}" for k, v in now.items() if env.get(k) != v]
         if changed:
             warnings.warn(f"resuming {path.name} across versions ({', '.join(changed)}): the "
@@ -265,7 +266,7 @@ class Saver:
             self.save(carry, self.history(chunks))
 
     def complete(self, out, run, knobs, replay: bool):
-        """`out` (a loop.Run) with the whole history; saves the final state,
+        """`out` (a `driver.Run`) with the whole history; saves the final state,
         except the failing one of nonfinite="raise"."""
         history = self.history([out.history] if out.history else [])
         carry = out.carry
@@ -305,7 +306,7 @@ class Saver:
 def open_saver(checkpoint_dir: Any, every: Every, keep: int, resume: bool, nonfinite: str,
                loss: Any, setup: Any, params: Any, opt_state: Any, rules: dict) -> Optional[Saver]:
     """fit's Saver for `checkpoint_dir` (None: no checkpoints). `setup` is fit's
-    checked `train.Setup`; `params`, `opt_state` the initial ones."""
+    checked `fit.Setup`; `params`, `opt_state` the initial ones."""
     if checkpoint_dir is None:
         return None
     description = describe(loss, setup.spec.batch_size, setup.data, params, opt_state,

@@ -34,10 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import tree
-from fgd.base import Array, OptState, Optimizer
-from fgd.schedules import check_lr, check_number, initial_lr, step_lr
-from fgd.transforms import Mask, check_mask, decay_weights
+from fgd._checks import check_number
+from fgd._types import Array, OptState
+from fgd.optim import tree
+from fgd.optim.base import Optimizer
+from fgd.optim.schedules import check_lr, initial_lr, step_lr
+from fgd.optim.transforms import Mask, check_mask, decay_weights
 
 
 def _eps(eps: float, dtype: Any) -> float:
@@ -318,3 +320,11 @@ def current_lr(state: OptState) -> Array:
     for rate in rates[1:]:
         result = result * rate
     return result
+
+
+def check_lr_state(state: OptState) -> None:
+    """ValueError unless `current_lr` can read a rate from `state` (history "lr")."""
+    try:
+        current_lr(state)
+    except ValueError as e:
+        raise ValueError(f"history 'lr' needs an optimizer whose state records its rate: {e}") from None

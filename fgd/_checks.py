@@ -1,7 +1,9 @@
-"""Checks at the public boundary, run before anything is traced.
+"""Checks at the public boundary, run before anything is traced: fgd's one
+vocabulary of argument checks.
 
-The first part checks models, data and params; the second, the arguments of
-the training functions (`fit`, `sweep`, `make_step`).
+The first part checks models, data and params; the second, numbers and keys
+(the hyperparameters of optimizers and schedules, and the arguments of the
+training functions `fit`, `sweep`, `make_step`).
 
 Each check raises ValueError (TypeError for a wrong kind of object) whose
 message names the argument, what was expected and what was received. Shape
@@ -9,7 +11,6 @@ checks use only static shapes, so they also run inside a jitted loss.
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from typing import Any, Optional
@@ -17,6 +18,8 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fgd import _cache
 
 
 def _describe(x: Any) -> str:
@@ -99,10 +102,13 @@ def check_targets_shape(net: Any, Y: Any, name: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=256)
+#: model -> the tree of ShapeDtypeStruct its `init` returns
+_PARAM_SHAPES = _cache.LRU("param_shapes", 256)
+
+
 def param_shapes(net: Any) -> Any:
     """The tree of ShapeDtypeStruct that `net.init` returns (nothing computed)."""
-    return jax.eval_shape(lambda: net.init(jax.random.key(0)))
+    return _PARAM_SHAPES.get(net, lambda: jax.eval_shape(lambda: net.init(jax.random.key(0))))
 
 
 def check_params(net: Any, params: Any, name: str = "params") -> None:
@@ -133,6 +139,64 @@ def check_nonneg(value: Any, name: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     return float(value)
+
+
+# --- numbers and keys ---------------------------------------------------------
+def check_key(key: Any, name: str = "key") -> None:
+    """Accept one typed key (jax.random.key) or one legacy uint32[2] key."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if getattr(key, "shape", ()) != ():
+            raise ValueError(f"{name} must be a single PRNG key; got an array of keys of shape "
+                             f"{tuple(key.shape)} (index one, e.g. keys[0])")
+        return
+    if dtype == jnp.uint32 and getattr(key, "shape", None) == (2,):
+        return
+    raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.key(0); got {key!r}"[:200])
+
+
+def check_number(owner: str, name: str, value: Any, *, low: Optional[float] = None,
+                 high: Optional[float] = None, low_open: bool = False,
+                 high_open: bool = False, integer: bool = False) -> Any:
+    """Check that ``value`` is a real number in the given interval (the
+    hyperparameters of optimizers, transforms and schedules).
+
+    Raises:
+        TypeError: ``value`` is not a real number (bools are not numbers here).
+        ValueError: ``value`` is NaN, infinite or out of range. The message
+            reads ``"{owner}: {name} must be {expected}, got {value!r}"``.
+
+    Returns:
+        ``value`` unchanged. A traced value (built inside ``jit``) is returned
+        unchecked: its value is not known yet.
+    """
+    if is_traced(value):
+        return value
+    kind = "an integer" if integer else "a number"
+    is_array_scalar = isinstance(value, (np.ndarray, np.generic, jax.Array)) and (
+        np.ndim(value) == 0 and np.dtype(value.dtype).kind in "iuf")
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not (is_number or is_array_scalar) or (
+            integer and not isinstance(value, (numbers.Integral, np.integer))):
+        raise TypeError(f"{owner}: {name} must be {kind}, got "
+                        f"{type(value).__name__} {value!r}")
+    x = float(value)
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    if low is not None and high is not None:
+        expected = (f"in {'(' if low_open else '['}{low:g}, {high:g}"
+                    f"{')' if high_open else ']'}")
+    else:
+        expected = f"{kind} {' and '.join(parts)}" if parts else f"a finite {kind.split()[1]}"
+    bad = not math.isfinite(x)
+    bad |= low is not None and (x <= low if low_open else x < low)
+    bad |= high is not None and (x >= high if high_open else x > high)
+    if bad:
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
+    return value
 
 
 # --- the training functions' arguments (fit, sweep, make_step) ----------------
@@ -188,18 +252,16 @@ def param_dtype(params: Any) -> np.dtype:
     return np.dtype(jnp.result_type(*leaves))
 
 
-def check_data(loss: Any, X: Any, Y: Any, dtype: Any, names=("X", "Y")) -> tuple[jax.Array, jax.Array]:
+def check_data(net: Any, X: Any, Y: Any, dtype: Any, names=("X", "Y")) -> tuple[jax.Array, jax.Array]:
     """X, Y as device arrays of `dtype` after checking that they are real,
     non-empty, finite, with the same number of examples (last axis), and
-    shaped for `loss.net` when the loss is an fgd Loss."""
+    shaped for the model `net` (None: any shapes)."""
     nx, ny = names
     X = as_data(X, nx)
     Y = as_data(Y, ny)
-    from fgd.losses import Loss  # losses imports this module
-
-    if isinstance(loss, Loss):
-        loss.net.check_input(X, nx)
-        check_targets_shape(loss.net, Y, ny)
+    if net is not None:
+        net.check_input(X, nx)
+        check_targets_shape(net, Y, ny)
     if X.shape[-1] != Y.shape[-1]:
         raise ValueError(f"{nx} and {ny} must have the same number of examples (last axis); "
                          f"got shapes {tuple(X.shape)} and {tuple(Y.shape)}")

@@ -1,4 +1,4 @@
-"""Type aliases and the `Optimizer` pair shared by every part of fgd.
+"""The `Optimizer` pair shared by every optimizer and transform of fgd.
 
 An optimizer is the pair of pure functions that optax made the norm::
 
@@ -12,17 +12,9 @@ parameters. Any object with these two attributes works with `make_step` and
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
-import jax
-
-Array = jax.Array
-Params = Any      # a pytree of arrays; for MLP a list of {"W": (n[l], n[l-1]), "b": (n[l], 1)}
-Grads = Any       # a pytree with the structure of Params
-Updates = Any     # a pytree with the structure of Params
-OptState = Any    # a pytree (usually a NamedTuple) carried between updates
-PRNGKey = Any     # a jax.random key (typed or legacy uint32[2])
-Schedule = Callable[[Array], Array]   # step count (int32 scalar) -> learning rate
+from fgd._types import OptState, Params, Updates
 
 
 class Optimizer(NamedTuple):

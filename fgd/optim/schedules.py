@@ -22,57 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd.base import Array, Schedule
+from fgd._checks import check_number
+from fgd._types import Array, Schedule
 
 __all__ = ["constant", "piecewise_constant", "exponential_decay", "inverse_time",
            "cosine_decay", "warmup_cosine_decay"]
 
 
-# --- argument checks, shared by optimizers and transforms --------------------
-
-def check_number(owner: str, name: str, value: Any, *, low: Optional[float] = None,
-                 high: Optional[float] = None, low_open: bool = False,
-                 high_open: bool = False, integer: bool = False) -> Any:
-    """Check that ``value`` is a real number in the given interval.
-
-    Raises:
-        TypeError: ``value`` is not a real number (bools are not numbers here).
-        ValueError: ``value`` is NaN, infinite or out of range. The message
-            reads ``"{owner}: {name} must be {expected}, got {value!r}"``.
-
-    Returns:
-        ``value`` unchanged. A traced value (built inside ``jit``) is returned
-        unchecked: its value is not known yet.
-    """
-    if isinstance(value, jax.core.Tracer):
-        return value
-    kind = "an integer" if integer else "a number"
-    is_array_scalar = isinstance(value, (np.ndarray, np.generic, jax.Array)) and (
-        np.ndim(value) == 0 and np.dtype(value.dtype).kind in "iuf")
-    is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if not (is_number or is_array_scalar) or (
-            integer and not isinstance(value, (numbers.Integral, np.integer))):
-        raise TypeError(f"{owner}: {name} must be {kind}, got "
-                        f"{type(value).__name__} {value!r}")
-    x = float(value)
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
-    if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
-    if low is not None and high is not None:
-        expected = (f"in {'(' if low_open else '['}{low:g}, {high:g}"
-                    f"{')' if high_open else ']'}")
-    else:
-        expected = f"{kind} {' and '.join(parts)}" if parts else f"a finite {kind.split()[1]}"
-    bad = not math.isfinite(x)
-    bad |= low is not None and (x <= low if low_open else x < low)
-    bad |= high is not None and (x >= high if high_open else x > high)
-    if bad:
-        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
-    return value
-
-
+# --- learning rates: a number or a schedule ------------------------------------
 def check_lr(owner: str, lr: Any, name: str = "lr") -> Any:
     """Check a learning rate: a finite number >= 0 or a schedule.
 

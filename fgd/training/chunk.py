@@ -1,51 +1,30 @@
-"""The compiled training loop behind `fit` and `sweep`.
+"""The device side of training: one compiled chunk of epochs, and its stopping rules.
 
-A *chunk* of epochs is one compiled call (STYLE habits 4 and 5): a
+A *chunk* of epochs is one compiled call: a
 `lax.while_loop` over epochs whose condition checks the stopping rules on
 the device; in mini-batch mode each epoch is a `lax.scan` over its batches.
 `Spec` holds everything static about a chunk (it is the `jax.jit` cache key),
 `Knobs` the traced scalars that never recompile (epoch range, goal,
 min_grad, patience), `Carry` what an iteration carries (params, optimizer
-state, counters, the stop code). `drive` is the host side: it runs chunk
-after chunk, reads the history only at chunk ends, checks the time limit,
-updates the progress bar and sizes the next chunk.
+state, counters, the stop code). The host side, which runs chunk after
+chunk, is `fgd.training.driver`.
 """
 from __future__ import annotations
 
-import sys
-import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fgd import kernels, parallel, tree
-from fgd.base import Array, OptState, Params, PRNGKey
-from fgd.optimizers import current_lr
-from fgd.transforms import call_update
+from fgd import _cache, _compile, parallel
+from fgd._types import Array, OptState, Params, PRNGKey
+from fgd.optim import tree
+from fgd.optim.optimizers import current_lr
+from fgd.training.step import train_step
 
 #: Epochs one compiled chunk can record: full batch, mini-batch.
 CAPACITY_FULL, CAPACITY_MINI = 16384, 1024
-#: Wall time a chunk aims at once the epoch rate is known (progress refresh).
-CHUNK_SECONDS = 0.25
 HISTORY_NAMES = ("loss", "val_loss", "grad_norm", "lr")
-
-
-# --- the update step -----------------------------------------------------------
-def train_step(loss: Callable, optimizer: Any) -> Callable:
-    """The pure (unjitted) step `(params, state, X, Y) -> (params, state, loss, grads)`.
-
-    `loss` is evaluated at the incoming params (the value computed with its
-    gradient); the optimizer gets `value=loss` only if its `update` accepts it
-    (`fgd.transforms.call_update`), so optax optimizers work unchanged.
-    """
-    def step(params, opt_state, X, Y):
-        value, grads = jax.value_and_grad(loss)(params, X, Y)
-        updates, opt_state = call_update(optimizer, grads, opt_state, params, value=value)
-        return tree.apply_updates(params, updates), opt_state, value, grads
-
-    return kernels.fuse_small_dots(step)
 
 
 # --- what a compiled chunk of epochs is made of ---------------------------------
@@ -81,6 +60,7 @@ class Spec(NamedTuple):
     diverge: bool = False      # the divergence guard is on
     batched: bool = False      # a last axis of runs on every carry leaf (fgd.sweep)
     mesh: Any = None           # a Mesh: batches split over its "data" axis (fgd.parallel)
+    tricks: _compile.Tricks = _compile.NONE   # the compile tricks this chunk uses
 
     def build_optimizer(self, hparams):
         return self.optimizer.obj(hparams) if self.factory else self.optimizer.obj
@@ -274,25 +254,24 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
     `lax.while_loop`. Returns the new carry and `{name: (capacity,)}` history
     rows, row i for epoch `knobs.start + i` (NaN past the last epoch run).
     With `one_kernel` (XLA:CPU), a small loop is compiled as one kernel
-    (`as_one_kernel`).
+    (`spec.tricks.loop`).
 
     With `spec.batched` (`fgd.sweep`) every carry leaf has a LAST axis of R
     runs, and `hparams` and `knobs.end` are (R,): the epoch body runs batched
-    (`fgd.sweep.batch_last`), the loop runs while any run is active and a
+    (`spec.tricks.batched`), the loop runs while any run is active and a
     finished run keeps its carry. Active runs are always at the same epoch,
     so they share the history column; rows are then (R, capacity).
     """
     loss_fn = spec.loss_fn()
-    val_fn = kernels.fuse_small_dots(loss_fn) if data.Xv is not None else None
+    val_fn = spec.tricks.fuse_small_dots(loss_fn) if data.Xv is not None else None
     epoch_fn = full_batch_epoch if spec.batch_size is None else minibatch_epoch
 
     def epoch(c, h):
-        step = train_step(loss_fn, spec.build_optimizer(h))
+        step = train_step(loss_fn, spec.build_optimizer(h), spec.tricks)
         return epoch_fn(spec, step, val_fn, c, data, knobs)
 
     if spec.batched:
-        from fgd.sweep import batch_last              # sweep builds on this module
-        epoch = batch_last(epoch, carry.epoch.shape[0])
+        epoch = spec.tricks.batched(epoch, carry.epoch.shape[0])
     dtype = tree.scalar_dtype(carry.params)
     runs = carry.epoch.shape                                # () or (R,)
     rows = {name: jnp.full(runs + (spec.capacity,), jnp.nan, dtype) for name in spec.history}
@@ -314,40 +293,40 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
     # active runs are at epoch knobs.start when the chunk starts, and move together
     state = (carry, rows, jnp.int32(0), jnp.any(active(carry)))
     loop = lambda state: jax.lax.while_loop(lambda state: state[3], body, state)
-    carry, rows, _, _ = kernels.as_one_kernel(loop, state) if one_kernel else loop(state)
+    carry, rows, _, _ = spec.tricks.loop(loop, state) if one_kernel else loop(state)
     return carry, rows
 
 
 #: The compiled chunk, cached by jax.jit on (spec, shapes and dtypes). The
-#: carry is not donated: `drive` keeps a chunk's input to replay it.
-_chunk_plain = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel")
-_chunk_cpu = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel",
-                     compiler_options=kernels.CPU_OPTIONS)
-_chunk_one_kernel = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel",
-                            compiler_options=kernels.ONE_KERNEL_OPTIONS)
-#: (spec, argument shapes and dtypes) -> whether the chunk is one kernel
-_one_kernel: dict = {}
+#: carry is not donated: the driver keeps a chunk's input to replay it.
+_CHUNK = jax.jit(run_chunk, static_argnums=0, static_argnames="one_kernel")
+#: compiler options -> run_chunk jitted with them
+_WITH_OPTIONS = _cache.LRU("chunk_compilers", 4)
+#: (spec, argument tree and shapes) -> whether the chunk compiles as one kernel
+_ONE_KERNEL = _cache.LRU("one_kernel_chunks", 256)
+
+
+def _jitted(options: Optional[dict]):
+    if options is None:
+        return _CHUNK
+    return _WITH_OPTIONS.get(tuple(sorted(options.items())), lambda: jax.jit(
+        run_chunk, static_argnums=0, static_argnames="one_kernel", compiler_options=options))
 
 
 def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None):
-    """`run_chunk`, jitted (spec static). On XLA:CPU with no mesh, a chunk
-    that `as_one_kernel` makes one kernel is compiled with
-    `ONE_KERNEL_OPTIONS`, any other with `CPU_OPTIONS` (the decision is
-    traced once per spec and shapes); elsewhere with XLA's defaults."""
+    """`run_chunk`, jitted (spec static). With `spec.tricks.one_kernel` and no
+    mesh, a chunk whose loop can be one kernel is compiled so, with the
+    tricks' one-kernel compiler options (decided by one trace per spec and
+    shapes); any other chunk with `spec.tricks.compiler_options(False)`."""
     args = (carry, data, knobs, hparams)
-    if not kernels.cpu_options_supported(next(iter(data.X.devices())).platform):
-        return _chunk_plain(spec, *args, one_kernel=False)
-    if spec.mesh is None:
+    tricks = spec.tricks
+    if tricks.one_kernel and spec.mesh is None:
         leaves, treedef = jax.tree.flatten(args)
         key = (spec, treedef, tuple((x.shape, x.dtype) for x in leaves))
-        if key not in _one_kernel:
-            if len(_one_kernel) >= 256:
-                _one_kernel.clear()
-            traced = _chunk_one_kernel.trace(spec, *args, one_kernel=True)
-            _one_kernel[key] = kernels.is_one_kernel(traced.jaxpr.jaxpr)
-        if _one_kernel[key]:
-            return _chunk_one_kernel(spec, *args, one_kernel=True)
-    return _chunk_cpu(spec, *args, one_kernel=False)
+        trace = lambda: jax.make_jaxpr(lambda *a: run_chunk(spec, *a, one_kernel=True))(*args)
+        if _ONE_KERNEL.get(key, lambda: _compile.is_one_kernel(trace().jaxpr)):
+            return _jitted(tricks.compiler_options(True))(spec, *args, one_kernel=True)
+    return _jitted(tricks.compiler_options(False))(spec, *args, one_kernel=False)
 
 
 def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:
@@ -361,93 +340,3 @@ def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:
     return Carry(zero(), zero(), zero(), params, opt_state, best, low, zero())
 
 
-# --- the host side: chunks, time, progress --------------------------------------
-class Run(NamedTuple):
-    """What `drive` hands back: the final carry, the history, the host stop."""
-
-    carry: Carry
-    history: dict       # name -> rows (epochs,) or (configs, epochs)
-    timed_out: bool
-    seconds: float
-
-
-def progress_bar(progress: Optional[bool], total: int, desc: str):
-    """A tqdm bar, or None: off with progress=False, on with True, and by
-    default only when stderr is a terminal (and tqdm is installed)."""
-    if progress is False or (progress is None and not sys.stderr.isatty()):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
-
-
-def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
-          time_limit: Optional[float], progress: Optional[bool], replay: bool,
-          desc: str = "fit", saver: Any = None, cancel: Any = None) -> Run:
-    """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk, from the
-    carry's epoch on. A `saver` (`fgd.resume.Saver`) cuts chunks at checkpoint
-    epochs and saves the state after them. A set `cancel` (a
-    `threading.Event`) ends the run at the next chunk end.
-
-    Chunk lengths grow geometrically from one epoch until a chunk takes about
-    `CHUNK_SECONDS` (or what is left of `time_limit`), at most `capacity`.
-    The host reads the carry's counters and the history only here; the time
-    limit is checked after each chunk. Works for one run and for a vmapped
-    batch of runs (`fgd.sweep`, runs on the last axis of every carry leaf),
-    whose counters and `knobs.end` are then (R,) arrays.
-
-    With `replay` (full batch), a run stopped by a non-finite loss in epoch k
-    gets the params and state of epoch k - 1 by rerunning the compiled chunk
-    from the previous chunk's input up to there: the same program on the same
-    inputs, so the same numbers, and no copy of the params on every epoch.
-    """
-    t0 = time.perf_counter()
-    bar = progress_bar(progress, epochs, desc)
-    ends = lambda e: jnp.full(np.shape(carry.epoch), e, jnp.int32)
-    chunks, inputs, n, timed_out = [], [], 1, False
-    done = int(np.max(np.asarray(carry.epoch)))        # > 0 when resumed
-    try:
-        while done < epochs and not np.all(np.asarray(carry.stop) != 0):
-            if cancel is not None and cancel.is_set():
-                break
-            end = min(epochs, done + n)
-            if saver is not None:
-                end = saver.chunk_end(done, end)
-            t_chunk = time.perf_counter()
-            inputs = (inputs + [(done, carry)])[-2:]
-            carry, rows = run(carry, knobs._replace(start=jnp.int32(done), end=ends(end)))
-            epoch_now = int(np.max(np.asarray(carry.epoch)))
-            ran = epoch_now - done
-            chunks.append({name: np.asarray(r)[..., :ran] for name, r in rows.items()})
-            done = epoch_now
-            if saver is not None:
-                saver.chunk_done(carry, chunks)
-            now = time.perf_counter()
-            if bar is not None:
-                bar.update(ran)
-                last = np.asarray(chunks[-1]["loss"])[..., -1]
-                bar.set_postfix(loss=f"{float(np.nanmin(last)) if last.size else float('nan'):.4g}")
-            if time_limit is not None and now - t0 >= time_limit:
-                timed_out = done < epochs and not np.all(np.asarray(carry.stop) != 0)
-                break
-            budget = CHUNK_SECONDS if time_limit is None else min(CHUNK_SECONDS, time_limit - (now - t0))
-            rate = ran / max(now - t_chunk, 1e-9)
-            n = int(min(capacity, max(1, min(64 * n, rate * budget))))
-        failed = np.asarray(carry.stop) == NONFINITE
-        if replay and failed.any() and inputs:
-            start, base = inputs[0]
-            # stopped in epoch k = epoch - 1; epochs start .. k - 2 lead to p[k - 1]
-            to = np.where(failed, np.asarray(carry.epoch) - 2, start)
-            again, _ = run(base, knobs._replace(start=jnp.int32(start), end=jnp.asarray(to, jnp.int32)))
-            pick = lambda a, b: jnp.where(failed, a, b)   # runs on the last axis
-            params, state = jax.tree.map(pick, (again.params, again.opt_state),
-                                         (carry.params, carry.opt_state))
-            carry = carry._replace(params=params, opt_state=state)
-    finally:
-        if bar is not None:
-            bar.close()
-    names = chunks[0].keys() if chunks else ()
-    history = {name: np.concatenate([c[name] for c in chunks], axis=-1) for name in names}
-    return Run(carry, history, timed_out, time.perf_counter() - t0)

@@ -1,0 +1,407 @@
+"""Private: every trick in fgd that leans on JAX or XLA internals, behind one entry point.
+
+On a net as small as the MATLAB BP example's 3-8-2 an epoch is a dozen
+operations on a few dozen numbers, and what costs is XLA's per-operation
+overhead, not arithmetic. The tricks below change only the compiled code,
+never the formulas:
+
+- small dots as sums: each small float32/float64 matrix product of a step (at
+  most `SMALL_DOT` multiply-adds, default precision) becomes a broadcast
+  multiply and a sum, which XLA fuses with its neighbours instead of calling
+  a BLAS kernel per product;
+- one-kernel loops: a whole small training loop compiled by XLA:CPU as one
+  function (its "small call"), with no dispatch between operations;
+- batch-last: a sweep's runs kept on the LAST axis of every array (vmap would
+  put them first), so XLA:CPU vectorises over contiguous rows of runs;
+- XLA:CPU compiler options (`CPU_OPTIONS`, `ONE_KERNEL_OPTIONS`).
+
+They were measured to help on XLA:CPU only, so they apply only there. The one
+entry point is `tricks(platform)`: it returns the `Tricks` to use, all off on
+other backends, when an internal API they need is missing from this JAX
+(`AVAILABLE`), or when the environment variable `FGD_COMPILE_TRICKS=0` is
+set. With every trick off, each `Tricks` method is plain public JAX:
+`fuse_small_dots(fn)` is `fn`, `batched(fn, runs)` is
+`jax.vmap(fn, -1, -1)`, `loop(fn, state)` is `fn(state)`, and
+`compiler_options` is None.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fgd import _cache
+from fgd._types import Array
+
+try:  # internal APIs: without them every trick is off and plain JAX runs
+    from jax.experimental.xla_metadata import set_xla_metadata
+    from jax.extend import core as jex_core
+
+    AVAILABLE = all(hasattr(jex_core, name) for name in ("Literal", "ClosedJaxpr", "Jaxpr",
+                                                         "jaxpr_as_fun"))
+except ImportError:  # pragma: no cover - depends on the installed jax
+    AVAILABLE = False
+
+#: The environment variable that switches every trick off when set to "0".
+ENV_SWITCH = "FGD_COMPILE_TRICKS"
+
+#: Largest dot_general (output entries x contracted length) that
+#: `fuse_small_dots` rewrites as multiply + sum; a 3-8-2 net's are <= 480.
+SMALL_DOT = 8192
+
+
+# --- small matrix products as fusible multiply + sum ---------------------------
+def _dot_as_sum(lhs: Array, rhs: Array, dimension_numbers, dtype) -> Array:
+    """dot_general as an explicit broadcast product summed over the contraction.
+
+    The result keeps dot_general's axis order: (batch, lhs free, rhs free).
+    """
+    (lc, rc), (lb, rb) = dimension_numbers
+    lf = [d for d in range(lhs.ndim) if d not in lc and d not in lb]
+    rf = [d for d in range(rhs.ndim) if d not in rc and d not in rb]
+    nb, nl, nr = len(lb), len(lf), len(rf)
+    lhs = jnp.transpose(lhs, (*lb, *lf, *lc)).astype(dtype)   # (B, Lf, C)
+    rhs = jnp.transpose(rhs, (*rb, *rf, *rc)).astype(dtype)   # (B, Rf, C)
+    lhs = jnp.expand_dims(lhs, tuple(range(nb + nl, nb + nl + nr)))
+    rhs = jnp.expand_dims(rhs, tuple(range(nb, nb + nl)))
+    return jnp.sum(lhs * rhs, axis=tuple(range(nb + nl + nr, lhs.ndim)))
+
+
+def _is_small_dot(eqn) -> bool:
+    lhs, rhs = (v.aval for v in eqn.invars)
+    out = eqn.outvars[0].aval
+    (lc, _), _ = eqn.params["dimension_numbers"]
+    contracted = math.prod(lhs.shape[d] for d in lc)
+    dtypes = {np.dtype(lhs.dtype), np.dtype(rhs.dtype), np.dtype(out.dtype)}
+    precision = eqn.params.get("precision")
+    preferred = eqn.params.get("preferred_element_type")
+    return (math.prod(out.shape) * contracted <= SMALL_DOT
+            and len(dtypes) == 1 and dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}
+            and (precision is None or all(p is None or str(p).endswith("DEFAULT") for p in
+                                          (precision if isinstance(precision, tuple) else (precision,))))
+            and (preferred is None or np.dtype(preferred) == np.dtype(out.dtype)))
+
+
+def _eval_rewritten(jaxpr, consts, args) -> list:
+    """Evaluate `jaxpr` like `jax.core.eval_jaxpr`, small dots rewritten,
+    nested jit calls inlined (control flow is bound unchanged)."""
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jex_core.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        inner = eqn.params.get("jaxpr")
+        if eqn.primitive.name == "dot_general" and _is_small_dot(eqn):
+            outs = [_dot_as_sum(*invals, eqn.params["dimension_numbers"], eqn.outvars[0].aval.dtype)]
+        elif eqn.primitive.name in ("jit", "pjit", "closed_call") and isinstance(inner, jex_core.ClosedJaxpr):
+            outs = _eval_rewritten(inner.jaxpr, inner.consts, invals)
+        else:
+            with eqn.ctx.manager:
+                outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _fuse_small_dots(fn: Callable) -> Callable:
+    """`fn` with every small matrix product computed as multiply + sum.
+
+    Traces `fn` to a jaxpr at the abstract values of its arguments and
+    evaluates it, replacing each float32/float64 `dot_general` of at most
+    `SMALL_DOT` multiply-adds. The result equals `fn`'s up to the order of the
+    sums (a few ulps). Use it inside `jax.jit`: it costs one extra trace.
+    """
+    def fused(*args):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        outs = _eval_rewritten(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return fused
+
+
+# --- a small loop as one XLA:CPU kernel ------------------------------------------------
+#: Primitives XLA:CPU can compile into one kernel (its "small call": the whole
+#: loop in one function, no thunk dispatch between operations). Anything else
+#: (sort, scatter, gather, large products, convolutions, custom and library
+#: calls, collectives) keeps the loop on XLA's usual per-operation runtime.
+KERNEL_PRIMITIVES = frozenset("""
+    abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type
+    copy copy_p cos cosh div eq erf erf_inv erfc exp exp2 expm1 floor ge gt integer_pow
+    is_finite le log log1p logistic lt max min mul ne neg nextafter not or pow
+    reduce_precision rem round rsqrt select_n sign sin sinh sqrt square sub tan tanh xor
+    shift_left shift_right_arithmetic shift_right_logical population_count
+    reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or argmax argmin
+    broadcast_in_dim reshape squeeze expand_dims transpose rev slice dynamic_slice
+    dynamic_update_slice concatenate pad iota split
+    while scan cond jit pjit closed_call custom_jvp_call custom_vjp_call
+""".split())
+#: The most array elements the operations of one loop iteration may produce
+#: for it to become one kernel (about a millisecond of single-threaded work):
+#: above that, XLA's per-operation runtime costs little and can use threads.
+KERNEL_ELEMENTS = 1 << 22
+
+
+def _sub_jaxprs(params: dict):
+    for value in params.values():
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, jex_core.ClosedJaxpr):
+                yield v.jaxpr
+            elif isinstance(v, jex_core.Jaxpr):
+                yield v
+
+
+def _kernel_elements(jaxpr) -> Optional[int]:
+    """The elements the operations of `jaxpr` produce (a history write counts
+    its update), or None if one of them cannot join a kernel."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name not in KERNEL_PRIMITIVES:
+            return None
+        if eqn.primitive.name == "dynamic_update_slice":
+            total += math.prod(eqn.invars[1].aval.shape)
+        else:
+            total += sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
+        for inner in _sub_jaxprs(eqn.params):
+            n = _kernel_elements(inner)
+            if n is None:
+                return None
+            total += n
+    return total
+
+
+def _as_one_kernel(fn: Callable, *args):
+    """`fn(*args)`, compiled by XLA:CPU as a single kernel when it is small.
+
+    On a 3-8-2 network an epoch is ~20 XLA operations of a few dozen numbers
+    each, and XLA:CPU's runtime spends more on dispatching them (and, for a
+    sweep, on handing them to its thread pool) than on the arithmetic. XLA:CPU
+    compiles a loop whose buffers are under 1 kB as one function (its small
+    call); the chunk's history rows keep ours above that, so the loop is
+    marked as such a call here instead (the frontend attribute
+    `xla_cpu_small_call`). 3-8-2 full batch: 1.04 -> 0.40 us per epoch;
+    64-run sweep: 22.7 -> 8.4 us.
+
+    `fn` is traced once (a jaxpr); the loop is marked only when its primitives
+    are in `KERNEL_PRIMITIVES` and one iteration produces at most
+    `KERNEL_ELEMENTS` elements; otherwise the jaxpr is evaluated unchanged.
+    The arithmetic is the same either way; only the compiled code differs.
+    """
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    run = jex_core.jaxpr_as_fun(closed)
+    n = _kernel_elements(closed.jaxpr)
+    if n is None or n > KERNEL_ELEMENTS:
+        outs = run(*jax.tree.leaves(args))
+    else:
+        def one_kernel_loop(*leaves):    # the attributes are for the call alone
+            with set_xla_metadata(xla_cpu_small_call="false", inlineable="true"):
+                return run(*leaves)
+
+        with set_xla_metadata(xla_cpu_small_call="true", inlineable="false"):
+            outs = jax.jit(one_kernel_loop)(*jax.tree.leaves(args))
+    return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+
+#: XLA:CPU options for every chunk. LLVM vectorises XLA's own loops 256 bits
+#: wide unless told otherwise; 512 makes the 64-run sweep's epoch 8.5 -> 5.4
+#: us where the CPU has AVX-512 (without it the hint changes nothing), and
+#: leaves the GEMM-bound medium case as it was. Region-based copy insertion
+#: lets an update write a weight in place although the backward pass's
+#: W^T dZ reads it out of data-flow order: without it XLA copies W2 and W3 on
+#: every 784-512-512-10 step (0.13 ms of 2.5).
+CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512, "xla_cpu_copy_insertion_use_region_analysis": True}
+#: XLA:CPU options for a chunk compiled as one kernel: no YNNPACK fusions.
+#: XLA:CPU forms them by default around small reductions and GEMMs, and a
+#: one-kernel loop cannot hold them (compiling fails). A chunk of larger work keeps
+#: them: its GEMMs run ~4% faster (784-512-512-10 Adam step, 2.53 -> 2.42 ms).
+ONE_KERNEL_OPTIONS = {**CPU_OPTIONS, "xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def is_one_kernel(jaxpr) -> bool:
+    """Whether `as_one_kernel` marked a loop of `jaxpr` (or of a jaxpr inside
+    it): whether it holds the jitted call `one_kernel_loop`."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("jit", "pjit") and eqn.params.get("name") == "one_kernel_loop":
+            return True
+        if any(is_one_kernel(inner) for inner in _sub_jaxprs(eqn.params)):
+            return True
+    return False
+
+
+_PROBED = _cache.LRU("cpu_options_supported", 1)
+
+
+def _cpu_options_supported() -> bool:
+    """Whether this jax's XLA:CPU takes `ONE_KERNEL_OPTIONS` (probed once)."""
+    def probe() -> bool:
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=ONE_KERNEL_OPTIONS).lower(np.float32(0)).compile()
+        except Exception:                 # an unknown flag or no compiler_options: XLA's defaults
+            return False
+        return True
+
+    return _PROBED.get("cpu", probe)
+
+
+# --- runs along the last axis -------------------------------------------------------
+# jax.vmap puts the batch axis first, and XLA lays arrays out in that order:
+# a sweep of tiny nets then reduces over short innermost rows (3, 8, 20 long)
+# for each of the R runs. With the runs on the LAST axis every elementwise op
+# and every reduction of the step runs over contiguous R-wide rows, which
+# XLA:CPU vectorises: 3.3x faster on 64 runs of the 3-8-2 net. `batch_last`
+# evaluates a function's jaxpr with that layout; the few primitives it has no
+# rule for go through jax.vmap one by one, so any function still works.
+ELEMENTWISE = frozenset("""
+    abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type
+    copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt imag
+    integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg nextafter not or
+    pow real reduce_precision rem round rsqrt select_n shift_left shift_right_arithmetic
+    shift_right_logical sign sin sinh sqrt square sub tan tanh xor
+""".split())
+SAME_AXES = frozenset("reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or "
+                      "argmax argmin cumsum cumprod cummax cummin".split())
+CALLS = frozenset(["jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call"])
+
+
+def _widen(x: Any, batched: bool, shape: tuple, runs: int) -> Any:
+    """`x` (unbatched, or batched with its own shape + (R,)) broadcast to shape + (R,)."""
+    x_shape = np.shape(x)[:-1] if batched else np.shape(x)
+    if batched and x_shape == shape:
+        return x
+    dims = tuple(range(len(shape) - len(x_shape), len(shape))) + ((len(shape),) if batched else ())
+    return jax.lax.broadcast_in_dim(x, shape + (runs,), dims)
+
+
+def _batched_rule(eqn, vals: list, flags: list, runs: int) -> Optional[list]:
+    """The primitive applied with the runs on the last axis, or None (no rule)."""
+    name, params = eqn.primitive.name, eqn.params
+    bind = lambda *xs, **kw: eqn.primitive.bind(*xs, **{**eqn.primitive.get_bind_params(params), **kw})
+    if name in ELEMENTWISE:
+        shape = tuple(eqn.outvars[0].aval.shape)
+        return [bind(*(_widen(x, b, shape, runs) for x, b in zip(vals, flags)))]
+    if not flags[0] or any(flags[1:]):
+        return None                                   # rules below: batched operand 0 only
+    x, rank = vals[0], np.ndim(vals[0]) - 1
+    if name in SAME_AXES:
+        out = bind(*vals)
+        return list(out) if eqn.primitive.multiple_results else [out]
+    if name == "broadcast_in_dim":
+        return [bind(x, shape=tuple(params["shape"]) + (runs,),
+                     broadcast_dimensions=tuple(params["broadcast_dimensions"]) + (len(params["shape"]),))]
+    if name == "reshape" and params.get("dimensions") is None:
+        return [bind(x, new_sizes=tuple(params["new_sizes"]) + (runs,))]
+    if name == "transpose":
+        return [bind(x, permutation=tuple(params["permutation"]) + (rank,))]
+    if name == "squeeze":
+        return [bind(x)]
+    return None
+
+
+def _eval_batch_last(jaxpr, consts: list, vals: list, flags: list, runs: int) -> tuple[list, list]:
+    env = {}
+
+    def read(v):
+        return (v.val, False) if isinstance(v, jex_core.Literal) else env[v]
+
+    env.update((v, (c, False)) for v, c in zip(jaxpr.constvars, consts))
+    env.update((v, (x, b)) for v, x, b in zip(jaxpr.invars, vals, flags))
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        xs, bs = [x for x, _ in ins], [b for _, b in ins]
+        inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+        if not any(bs):
+            with eqn.ctx.manager:
+                out = eqn.primitive.bind(*xs, **eqn.primitive.get_bind_params(eqn.params))
+            outs = list(out) if eqn.primitive.multiple_results else [out]
+            out_flags = [False] * len(outs)
+        elif eqn.primitive.name in CALLS and isinstance(inner, jex_core.ClosedJaxpr):
+            outs, out_flags = _eval_batch_last(inner.jaxpr, inner.consts, xs, bs, runs)
+        else:
+            outs = _batched_rule(eqn, xs, bs, runs)
+            if outs is None:                          # no rule: vmap this primitive alone
+                prim, params = eqn.primitive, eqn.primitive.get_bind_params(eqn.params)
+                single = lambda *a: prim.bind(*a, **params)
+                outs = jax.vmap(single, in_axes=[-1 if b else None for b in bs], out_axes=-1)(*xs)
+                outs = list(outs) if prim.multiple_results else [outs]
+            out_flags = [True] * len(outs)
+        env.update((v, (x, b)) for v, x, b in zip(eqn.outvars, outs, out_flags))
+    result = [read(v) for v in jaxpr.outvars]
+    return [x for x, _ in result], [b for _, b in result]
+
+
+def _batch_last(fn: Callable, runs: int) -> Callable:
+    """`fn` applied to `runs` runs at once, every leaf of the arguments and
+    results carrying the runs on its LAST axis (what `jax.vmap(fn, -1, -1)`
+    computes, with that layout kept throughout)."""
+    def batched(*args):
+        leaves, treedef = jax.tree.flatten(args)
+        avals = [jax.ShapeDtypeStruct(np.shape(x)[:-1], x.dtype) for x in leaves]
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*jax.tree.unflatten(treedef, avals))
+        outs, flags = _eval_batch_last(closed.jaxpr, closed.consts, leaves, [True] * len(leaves), runs)
+        outs = [x if b else _widen(x, False, tuple(np.shape(x)), runs) for x, b in zip(outs, flags)]
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return batched
+
+
+# --- the entry point -----------------------------------------------------------------
+class Tricks(NamedTuple):
+    """Which tricks a compiled program uses; hashable, part of a chunk's jit key."""
+
+    small_dots: bool = False
+    one_kernel: bool = False
+    batch_last: bool = False
+    cpu_options: bool = False
+
+    def fuse_small_dots(self, fn: Callable) -> Callable:
+        """`fn` with its small matrix products as multiply + sum, or `fn`."""
+        return _fuse_small_dots(fn) if self.small_dots else fn
+
+    def batched(self, fn: Callable, runs: int) -> Callable:
+        """`fn` over `runs` runs carried on the last axis of every leaf."""
+        if self.batch_last:
+            return _batch_last(fn, runs)
+        return jax.vmap(fn, in_axes=-1, out_axes=-1)
+
+    def loop(self, fn: Callable, state: Any) -> Any:
+        """`fn(state)`, compiled as one XLA:CPU kernel when `one_kernel` and small."""
+        return _as_one_kernel(fn, state) if self.one_kernel else fn(state)
+
+    def compiler_options(self, one_kernel: bool) -> Optional[dict]:
+        """The XLA compiler options of a chunk (None: XLA's defaults)."""
+        if not self.cpu_options:
+            return None
+        return ONE_KERNEL_OPTIONS if one_kernel else CPU_OPTIONS
+
+
+NONE = Tricks()
+
+
+def switched_off() -> bool:
+    """Whether `FGD_COMPILE_TRICKS=0` is set (read at each call)."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no")
+
+
+def tricks(platform: str) -> Tricks:
+    """The tricks to use for programs on `platform` ("cpu", "gpu", "tpu")."""
+    if platform != "cpu" or not AVAILABLE or switched_off():
+        return NONE
+    options = _cpu_options_supported()
+    return Tricks(small_dots=True, one_kernel=options, batch_last=True, cpu_options=options)
+
+
+def platform_of(x: Any) -> str:
+    """The platform of the device holding array `x` (the default backend for
+    a host array)."""
+    devices = getattr(x, "devices", None)
+    if callable(devices):
+        return next(iter(devices())).platform
+    return jax.default_backend()

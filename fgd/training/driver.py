@@ -1,0 +1,111 @@
+"""The host side of training: chunk after chunk, the time limit, the progress bar.
+
+`drive` runs compiled chunks (`fgd.training.chunk`) one after another. The
+host reads the carry's counters and the history only at chunk ends, checks
+the time limit there, updates the progress bar and sizes the next chunk.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fgd.training.chunk import NONFINITE, Carry, Knobs
+
+#: Wall time a chunk aims at once the epoch rate is known (progress refresh).
+CHUNK_SECONDS = 0.25
+
+
+class Run(NamedTuple):
+    """What `drive` hands back: the final carry, the history, the host stop."""
+
+    carry: Carry
+    history: dict       # name -> rows (epochs,) or (configs, epochs)
+    timed_out: bool
+    seconds: float
+
+
+def progress_bar(progress: Optional[bool], total: int, desc: str):
+    """A tqdm bar, or None: off with progress=False, on with True, and by
+    default only when stderr is a terminal (and tqdm is installed)."""
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm.auto import tqdm      # optional: the "progress" extra
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
+
+
+def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
+          time_limit: Optional[float], progress: Optional[bool], replay: bool,
+          desc: str = "fit", saver: Any = None, cancel: Any = None) -> Run:
+    """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk, from the
+    carry's epoch on. A `saver` (`fgd.resume.Saver`) cuts chunks at checkpoint
+    epochs and saves the state after them. A set `cancel` (a
+    `threading.Event`) ends the run at the next chunk end.
+
+    Chunk lengths grow geometrically from one epoch until a chunk takes about
+    `CHUNK_SECONDS` (or what is left of `time_limit`), at most `capacity`.
+    The host reads the carry's counters and the history only here; the time
+    limit is checked after each chunk. Works for one run and for a vmapped
+    batch of runs (`fgd.sweep`, runs on the last axis of every carry leaf),
+    whose counters and `knobs.end` are then (R,) arrays.
+
+    With `replay` (full batch), a run stopped by a non-finite loss in epoch k
+    gets the params and state of epoch k - 1 by rerunning the compiled chunk
+    from the previous chunk's input up to there: the same program on the same
+    inputs, so the same numbers, and no copy of the params on every epoch.
+    """
+    t0 = time.perf_counter()
+    bar = progress_bar(progress, epochs, desc)
+    ends = lambda e: jnp.full(np.shape(carry.epoch), e, jnp.int32)
+    chunks, inputs, n, timed_out = [], [], 1, False
+    done = int(np.max(np.asarray(carry.epoch)))        # > 0 when resumed
+    try:
+        while done < epochs and not np.all(np.asarray(carry.stop) != 0):
+            if cancel is not None and cancel.is_set():
+                break
+            end = min(epochs, done + n)
+            if saver is not None:
+                end = saver.chunk_end(done, end)
+            t_chunk = time.perf_counter()
+            inputs = (inputs + [(done, carry)])[-2:]
+            carry, rows = run(carry, knobs._replace(start=jnp.int32(done), end=ends(end)))
+            epoch_now = int(np.max(np.asarray(carry.epoch)))
+            ran = epoch_now - done
+            chunks.append({name: np.asarray(r)[..., :ran] for name, r in rows.items()})
+            done = epoch_now
+            if saver is not None:
+                saver.chunk_done(carry, chunks)
+            now = time.perf_counter()
+            if bar is not None:
+                bar.update(ran)
+                last = np.asarray(chunks[-1]["loss"])[..., -1]
+                bar.set_postfix(loss=f"{float(np.nanmin(last)) if last.size else float('nan'):.4g}")
+            if time_limit is not None and now - t0 >= time_limit:
+                timed_out = done < epochs and not np.all(np.asarray(carry.stop) != 0)
+                break
+            budget = CHUNK_SECONDS if time_limit is None else min(CHUNK_SECONDS, time_limit - (now - t0))
+            rate = ran / max(now - t_chunk, 1e-9)
+            n = int(min(capacity, max(1, min(64 * n, rate * budget))))
+        failed = np.asarray(carry.stop) == NONFINITE
+        if replay and failed.any() and inputs:
+            start, base = inputs[0]
+            # stopped in epoch k = epoch - 1; epochs start .. k - 2 lead to p[k - 1]
+            to = np.where(failed, np.asarray(carry.epoch) - 2, start)
+            again, _ = run(base, knobs._replace(start=jnp.int32(start), end=jnp.asarray(to, jnp.int32)))
+            pick = lambda a, b: jnp.where(failed, a, b)   # runs on the last axis
+            params, state = jax.tree.map(pick, (again.params, again.opt_state),
+                                         (carry.params, carry.opt_state))
+            carry = carry._replace(params=params, opt_state=state)
+    finally:
+        if bar is not None:
+            bar.close()
+    names = chunks[0].keys() if chunks else ()
+    history = {name: np.concatenate([c[name] for c in chunks], axis=-1) for name in names}
+    return Run(carry, history, timed_out, time.perf_counter() - t0)
