@@ -69,7 +69,7 @@ def accuracy(net, params, X, Y) -> float:
 
 def hand_vs_autodiff(net, params, X, Y) -> float:
     """max over leaves of ||hand - jax.grad|| / (||hand|| + ||jax.grad||), in float64."""
-    with jax.enable_x64(True):
+    with fgd.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
         X64, Y64 = (jnp.asarray(np.asarray(a, np.float64)) for a in (X, Y))
         hand = fgd.backprop(net, "cross_entropy", p64, X64, Y64)

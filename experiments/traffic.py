@@ -68,7 +68,7 @@ def matlab_rand_params(hidden: int = 8) -> tuple[list, float]:
 
 
 def main(config: Config) -> dict:
-    with jax.enable_x64(True):  # MATLAB computes in double
+    with fgd.enable_x64(True):  # MATLAB computes in double
         return _main(config)
 
 

@@ -33,6 +33,7 @@ from fgd.training import faults, resume
 # --- data, checkpoints, scale-out (plots is imported on its own: matplotlib is optional)
 from fgd import checkpoint, data, parallel
 from fgd._cache import clear_caches
+from fgd._jax import enable_x64
 
 __all__ = [
     "__version__",
@@ -43,5 +44,5 @@ __all__ = [
     "chain", "clip_by_value", "clip_by_global_norm", "add_decayed_weights",
     "apply_if_finite", "adaptive_lr", "weights_only", "apply_updates", "global_norm",
     "make_step", "FitResult", "fit", "SweepResult", "sweep", "faults", "resume",
-    "checkpoint", "data", "parallel", "clear_caches",
+    "checkpoint", "data", "parallel", "clear_caches", "enable_x64",
 ]

@@ -26,6 +26,7 @@ set. With every trick off, each `Tricks` method is plain public JAX:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any, Callable, NamedTuple, Optional
@@ -48,6 +49,23 @@ except ImportError:  # pragma: no cover - depends on the installed jax
 
 #: The environment variable that switches every trick off when set to "0".
 ENV_SWITCH = "FGD_COMPILE_TRICKS"
+
+
+def _bind(primitive, params: dict, args) -> Any:
+    """`primitive` applied to `args` with an equation's params (older JAX's
+    `get_bind_params` returns (subfuns, params), newer JAX's the params)."""
+    got = primitive.get_bind_params(params)
+    if isinstance(got, tuple):
+        subfuns, kwargs = got
+        return primitive.bind(*subfuns, *args, **kwargs)
+    return primitive.bind(*args, **got)
+
+
+def _context(eqn):
+    """The equation's tracing context (source info, name stack), where JAX keeps one."""
+    ctx = getattr(eqn, "ctx", None)
+    manager = getattr(ctx, "manager", None)
+    return manager if manager is not None else contextlib.nullcontext()
 
 #: Largest dot_general (output entries x contracted length) that
 #: `fuse_small_dots` rewrites as multiply + sum; a 3-8-2 net's are <= 480.
@@ -104,8 +122,8 @@ def _eval_rewritten(jaxpr, consts, args) -> list:
         elif eqn.primitive.name in ("jit", "pjit", "closed_call") and isinstance(inner, jex_core.ClosedJaxpr):
             outs = _eval_rewritten(inner.jaxpr, inner.consts, invals)
         else:
-            with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+            with _context(eqn):
+                outs = _bind(eqn.primitive, eqn.params, invals)
             if not eqn.primitive.multiple_results:
                 outs = [outs]
         env.update(zip(eqn.outvars, outs))
@@ -283,7 +301,7 @@ def _widen(x: Any, batched: bool, shape: tuple, runs: int) -> Any:
 def _batched_rule(eqn, vals: list, flags: list, runs: int) -> Optional[list]:
     """The primitive applied with the runs on the last axis, or None (no rule)."""
     name, params = eqn.primitive.name, eqn.params
-    bind = lambda *xs, **kw: eqn.primitive.bind(*xs, **{**eqn.primitive.get_bind_params(params), **kw})
+    bind = lambda *xs, **kw: _bind(eqn.primitive, {**params, **kw}, xs)
     if name in ELEMENTWISE:
         shape = tuple(eqn.outvars[0].aval.shape)
         return [bind(*(_widen(x, b, shape, runs) for x, b in zip(vals, flags)))]
@@ -318,8 +336,8 @@ def _eval_batch_last(jaxpr, consts: list, vals: list, flags: list, runs: int) ->
         xs, bs = [x for x, _ in ins], [b for _, b in ins]
         inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
         if not any(bs):
-            with eqn.ctx.manager:
-                out = eqn.primitive.bind(*xs, **eqn.primitive.get_bind_params(eqn.params))
+            with _context(eqn):
+                out = _bind(eqn.primitive, eqn.params, xs)
             outs = list(out) if eqn.primitive.multiple_results else [out]
             out_flags = [False] * len(outs)
         elif eqn.primitive.name in CALLS and isinstance(inner, jex_core.ClosedJaxpr):
@@ -327,8 +345,8 @@ def _eval_batch_last(jaxpr, consts: list, vals: list, flags: list, runs: int) ->
         else:
             outs = _batched_rule(eqn, xs, bs, runs)
             if outs is None:                          # no rule: vmap this primitive alone
-                prim, params = eqn.primitive, eqn.primitive.get_bind_params(eqn.params)
-                single = lambda *a: prim.bind(*a, **params)
+                prim, params = eqn.primitive, eqn.params
+                single = lambda *a: _bind(prim, params, a)
                 outs = jax.vmap(single, in_axes=[-1 if b else None for b in bs], out_axes=-1)(*xs)
                 outs = list(outs) if prim.multiple_results else [outs]
             out_flags = [True] * len(outs)
@@ -392,10 +410,36 @@ def switched_off() -> bool:
 
 def tricks(platform: str) -> Tricks:
     """The tricks to use for programs on `platform` ("cpu", "gpu", "tpu")."""
-    if platform != "cpu" or not AVAILABLE or switched_off():
+    if platform != "cpu" or not AVAILABLE or switched_off() or not _self_test():
         return NONE
     options = _cpu_options_supported()
     return Tricks(small_dots=True, one_kernel=options, batch_last=True, cpu_options=options)
+
+
+_SELF_TEST = _cache.LRU("compile_tricks_self_test", 1)
+
+
+def _self_test() -> bool:
+    """Whether the jaxpr rewrites run on this JAX and give plain JAX's numbers
+    on a small step (once per process); if not, every trick stays off."""
+    def run() -> bool:
+        def f(w, x):
+            return jnp.sum(jnp.tanh(w @ x) ** 2)
+
+        w = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+        x = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+        ws = np.stack([w, 2 * w], axis=-1)
+        try:
+            grad = jax.grad(f)
+            fused = jax.jit(_fuse_small_dots(grad))(w, x)
+            runs = jax.jit(_batch_last(lambda w: grad(w, x), 2))(ws)
+        except Exception:                 # an internal API this JAX lacks or spells otherwise
+            return False
+        want = jax.vmap(lambda w: grad(w, x), -1, -1)(ws)
+        return bool(np.allclose(fused, grad(w, x), rtol=1e-5, atol=1e-6)
+                    and np.allclose(runs, want, rtol=1e-5, atol=1e-6))
+
+    return _SELF_TEST.get("cpu", run)
 
 
 def platform_of(x: Any) -> str:

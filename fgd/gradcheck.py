@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import _checks, losses
+from fgd import _checks, _jax, losses
 from fgd.backprop import backprop as fgd_backprop
 
 Array = jax.Array
@@ -162,7 +162,7 @@ def check_gradients(
     losses.check_targets(cost, Y)
     l2, l1 = _checks.check_nonneg(l2, "l2"), _checks.check_nonneg(l1, "l1")
 
-    with jax.enable_x64(True):
+    with _jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
         X64, Y64 = (jnp.asarray(np.asarray(a, np.float64)) for a in (X, Y))
         J = losses.make_loss(net, cost, l2, l1)

@@ -1,7 +1,10 @@
-"""Test-wide settings: float64 is available so gradient comparisons run in it.
+"""Test-wide settings: float64 where a module compares in it, float32 elsewhere.
 
-Library code never touches jax.config; the test session does, once. Tests of
-float32 paths build float32 arrays explicitly.
+Library code never touches jax.config; the test session does. The modules in
+`FLOAT64_MODULES` compare hand-derived and autodiff gradients (and other
+reference values) to about 1e-10, so JAX's x64 mode is on while they are
+imported and while their tests run. Every other module runs with x64 off,
+as users run fgd: JAX's default float32.
 
 Hypothesis draws the same examples on every run (profile "repeatable"), so a
 suite that passed passes again on a fresh clone; `HYPOTHESIS_PROFILE=explore
@@ -10,6 +13,7 @@ pytest` draws new random examples on each run to look for new failures
 test_transforms.py did).
 """
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +21,26 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-jax.config.update("jax_enable_x64", True)
+#: test modules (file stems) that run with x64 on
+FLOAT64_MODULES = frozenset({
+    "test_activations", "test_backprop", "test_checkpoint", "test_conv", "test_data", "test_gradcheck",
+    "test_losses", "test_models", "test_optimizers", "test_schedules", "test_sweep", "test_train",
+    "test_reliability", "test_transforms", "test_tree",
+})
+
+
+def _set_x64(path) -> None:
+    jax.config.update("jax_enable_x64", Path(path).stem in FLOAT64_MODULES)
+
+
+def pytest_collectstart(collector):
+    if isinstance(collector, pytest.Module):        # before the module is imported
+        _set_x64(collector.path)
+
+
+def pytest_runtest_setup(item):
+    _set_x64(item.path)
+
 
 settings.register_profile("repeatable", derandomize=True)
 settings.register_profile("explore", derandomize=False)
@@ -26,10 +49,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 @pytest.fixture(scope="module")
 def traffic():
-    """The seed's traffic data (SEEDS.md section 8), premnmx-scaled to [-1, 1], float64."""
+    """The MATLAB BP example's traffic data, premnmx-scaled to [-1, 1], float64 numpy."""
     import fgd
 
-    d = fgd.data.traffic(jnp.float64)
-    X, _ = fgd.data.premnmx(d.X)
-    Y, _ = fgd.data.premnmx(d.Y)
-    return np.asarray(X), np.asarray(Y)
+    with fgd.enable_x64(True):
+        d = fgd.data.traffic(jnp.float64)
+        X, _ = fgd.data.premnmx(d.X)
+        Y, _ = fgd.data.premnmx(d.Y)
+        return np.asarray(X), np.asarray(Y)

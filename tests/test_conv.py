@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fgd
-from fgd.nn import cnn as conv, conv_ops
+from fgd.nn import conv_ops
 from fgd import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
 
 AUTODIFF_TOL = 1e-10   # hand vs jax.grad in float64: both exact up to rounding

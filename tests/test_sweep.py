@@ -220,7 +220,7 @@ def test_history_lr_is_each_runs_rate(traffic):
 
 
 def test_groups_take_over_the_callers_thread_local_settings():
-    """A group's thread does not see `with jax.enable_x64(True):` around the
+    """A group's thread does not see `with fgd.enable_x64(True):` around the
     call unless it enters it: run where x64 is off globally, a float64 sweep
     in groups must stay float64 and equal its sequential fit."""
     import subprocess
@@ -232,7 +232,7 @@ net = fgd.MLP((3, 8, 2), hidden="logsig", output="purelin")
 loss = fgd.make_loss(net, "sse")
 d = fgd.data.traffic(np.float64)
 X, Y = fgd.data.premnmx(d.X)[0], fgd.data.premnmx(d.Y)[0]
-with jax.enable_x64(True):
+with fgd.enable_x64(True):
     keys = jax.random.split(jax.random.key(1), 4)
     init = lambda k: net.init(k, "uniform", dtype=np.float64)
     runs = fgd.sweep(loss, fgd.sgd, X, Y, init=init, keys=keys, lrs=[0.05], epochs=30)
@@ -250,7 +250,7 @@ def test_caller_settings_are_the_thread_local_ones():
     settings = sweep_module().caller_settings
     assert settings() == {}
     x64 = not jax.config.jax_enable_x64
-    with jax.enable_x64(x64), jax.default_matmul_precision("highest"):
+    with fgd.enable_x64(x64), jax.default_matmul_precision("highest"):
         assert settings() == {"jax_enable_x64": x64, "jax_default_matmul_precision": "highest"}
     with jax.checking_leaks():                          # not one a group's thread takes over
         assert settings() is None

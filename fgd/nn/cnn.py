@@ -31,7 +31,6 @@ from typing import Any, Optional, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from fgd import _checks
 from fgd._types import Array, Params

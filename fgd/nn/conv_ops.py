@@ -35,6 +35,8 @@ Nothing here calls jax.grad or jax.vjp.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import jax.numpy as jnp
 from jax import lax
 

@@ -35,7 +35,7 @@ def resolve_dtype(dtype: Any) -> Any:
     Raises:
       ValueError: float64 asked for while x64 is off (JAX would quietly give
         float32); enable it with `jax.config.update("jax_enable_x64", True)`
-        or `with jax.enable_x64(True):` (newer JAX).
+        or `with fgd.enable_x64(True):`.
     """
     if dtype is None:
         return jnp.zeros(()).dtype

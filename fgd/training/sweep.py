@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import _checks
+from fgd import _checks, _jax
 from fgd._types import Params, PRNGKey
 from fgd.optim import tree
 from fgd.optim.optimizers import check_lr_state
@@ -189,19 +189,10 @@ def groups(runs: int, platform: str) -> int:
     return max(1, min(cores, runs // GROUP_RUNS))
 
 
-#: jax settings that a context manager (`with jax.enable_x64(True):`) sets
+#: jax settings that a context manager (`with fgd.enable_x64(True):`) sets
 #: for its own thread only, and the managers a group's thread enters to take
 #: over the caller's values.
-THREAD_SETTINGS = {
-    "jax_enable_x64": jax.enable_x64,
-    "jax_default_matmul_precision": jax.default_matmul_precision,
-    "jax_numpy_dtype_promotion": jax.numpy_dtype_promotion,
-    "jax_numpy_rank_promotion": jax.numpy_rank_promotion,
-    "jax_debug_nans": jax.debug_nans,
-    "jax_debug_infs": jax.debug_infs,
-    "jax_default_device": jax.default_device,
-    "jax_log_compiles": jax.log_compiles,
-}
+THREAD_SETTINGS = _jax.thread_setting_managers()
 
 
 def caller_settings() -> Optional[dict]:

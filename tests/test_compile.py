@@ -1,0 +1,117 @@
+"""The private compile tricks (fgd._compile): same numbers with them on and off.
+
+Reference: the same training run with every trick switched off
+(`FGD_COMPILE_TRICKS=0`), which is plain public JAX. The tricks may only
+reorder float sums, so float32 runs agree within float32 rounding.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fgd
+from fgd import _compile
+
+F32_TOL = 2e-5      # float32 rounding, accumulated over a few dozen epochs
+
+NET = fgd.MLP((3, 8, 2), hidden="sigmoid", output="identity")
+LOSS = fgd.make_loss(NET, "sse")
+
+
+def _data():
+    d = fgd.data.traffic(np.float32)
+    X, _ = fgd.data.premnmx(d.X)
+    Y, _ = fgd.data.premnmx(d.Y)
+    return np.asarray(X, np.float32), np.asarray(Y, np.float32)
+
+
+def _runs():
+    X, Y = _data()
+    params = NET.init(jax.random.key(0), "uniform", dtype=jnp.float32)
+    full = fgd.fit(LOSS, params, fgd.sgd(0.05), X, Y, epochs=60, history=("loss", "grad_norm"))
+    mini = fgd.fit(LOSS, params, fgd.adam(0.01), X, Y, epochs=20, batch_size=4,
+                   key=jax.random.key(1), validation=(X, Y))
+    runs = fgd.sweep(LOSS, fgd.sgd, X, Y, init=lambda k: NET.init(k, "uniform", dtype=jnp.float32),
+                     keys=jax.random.split(jax.random.key(2), 3), lrs=[0.01, 0.05], epochs=40)
+    step = fgd.make_step(LOSS, fgd.sgd(0.05))
+    p1, _, value = step(params, fgd.sgd(0.05).init(params), X, Y)
+    return full, mini, runs, (p1, value)
+
+
+def _close(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=F32_TOL, atol=F32_TOL)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the tricks apply on XLA:CPU only")
+def test_switch_off_gives_the_same_numbers_in_float32(monkeypatch):
+    monkeypatch.setenv(_compile.ENV_SWITCH, "1")
+    if not _compile.tricks("cpu").small_dots:
+        pytest.skip("this JAX's internals do not take the tricks (its self-test failed): "
+                    "fgd runs plain JAX, which test_tricks_off_* cover")
+    on = _runs()
+    monkeypatch.setenv(_compile.ENV_SWITCH, "0")
+    assert _compile.tricks("cpu") == _compile.NONE
+    off = _runs()
+    (full1, mini1, runs1, step1), (full0, mini0, runs0, step0) = on, off
+    assert full1.params[0]["W"].dtype == jnp.float32
+    for a, b in ((full1, full0), (mini1, mini0)):
+        _close(a.params, b.params)
+        _close(a.history, b.history)
+        assert a.epochs == b.epochs and a.stop_reason == b.stop_reason
+    _close(runs1.params, runs0.params)
+    _close(runs1.history, runs0.history)
+    _close(step1, step0)
+
+
+def test_no_tricks_off_cpu():
+    for platform in ("gpu", "tpu", "cuda", "rocm"):
+        assert _compile.tricks(platform) == _compile.NONE
+
+
+def test_tricks_off_when_internals_are_missing(monkeypatch):
+    monkeypatch.setattr(_compile, "AVAILABLE", False)
+    assert _compile.tricks("cpu") == _compile.NONE
+
+
+def test_self_test_failure_turns_every_trick_off(monkeypatch):
+    def broken(*args, **kwargs):
+        raise AttributeError("an internal API this JAX lacks")
+
+    monkeypatch.setattr(_compile, "_bind", broken)
+    _compile._SELF_TEST.clear()
+    try:
+        assert _compile.tricks("cpu") == _compile.NONE
+    finally:
+        _compile._SELF_TEST.clear()
+
+
+def test_plain_tricks_are_public_jax():
+    """With every trick off, each method is the plain JAX it stands for."""
+    f = lambda x: jnp.sum(x ** 2)
+    assert _compile.NONE.fuse_small_dots(f) is f
+    assert _compile.NONE.compiler_options(True) is None
+    xs = jnp.arange(6.0).reshape(3, 2)
+    np.testing.assert_allclose(_compile.NONE.batched(f, 2)(xs), jnp.sum(xs ** 2, axis=0))
+    assert _compile.NONE.loop(lambda s: s + 1, 1) == 2
+
+
+@pytest.mark.parametrize("precision, preferred", [
+    (jax.lax.Precision.HIGHEST, None),
+    (None, jnp.float64),
+])
+def test_small_dots_keep_precision_and_preferred_type(precision, preferred):
+    """A dot with a non-default precision or another accumulation type is left
+    to XLA (on GPU/TPU they decide TF32 and bf16 passes)."""
+    def f(a, b):
+        return jax.lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=precision,
+                                   preferred_element_type=preferred)
+
+    want = jnp.float64 if preferred is not None else jnp.float32
+    with fgd.enable_x64(True):
+        a, b = jnp.ones((2, 3), jnp.float32), jnp.ones((3, 4), jnp.float32)
+        fused = _compile._fuse_small_dots(f)
+        assert "dot_general" in str(jax.make_jaxpr(fused)(a, b))
+        assert fused(a, b).dtype == want
+        plain = jax.make_jaxpr(_compile._fuse_small_dots(lambda a, b: a @ b))(a, b)
+        assert "dot_general" not in str(plain)        # a default small dot is rewritten
