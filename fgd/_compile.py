@@ -107,7 +107,7 @@ def _is_small_dot(eqn) -> bool:
 def _eval_rewritten(jaxpr, consts, args) -> list:
     """Evaluate `jaxpr` like `jax.core.eval_jaxpr`, small dots rewritten,
     nested jit calls inlined (control flow is bound unchanged)."""
-    env = {}
+    env: dict = {}
 
     def read(v):
         return v.val if isinstance(v, jex_core.Literal) else env[v]
@@ -118,7 +118,8 @@ def _eval_rewritten(jaxpr, consts, args) -> list:
         invals = [read(v) for v in eqn.invars]
         inner = eqn.params.get("jaxpr")
         if eqn.primitive.name == "dot_general" and _is_small_dot(eqn):
-            outs = [_dot_as_sum(*invals, eqn.params["dimension_numbers"], eqn.outvars[0].aval.dtype)]
+            lhs, rhs = invals
+            outs = [_dot_as_sum(lhs, rhs, eqn.params["dimension_numbers"], eqn.outvars[0].aval.dtype)]
         elif eqn.primitive.name in ("jit", "pjit", "closed_call") and isinstance(inner, jex_core.ClosedJaxpr):
             outs = _eval_rewritten(inner.jaxpr, inner.consts, invals)
         else:
@@ -324,7 +325,7 @@ def _batched_rule(eqn, vals: list, flags: list, runs: int) -> Optional[list]:
 
 
 def _eval_batch_last(jaxpr, consts: list, vals: list, flags: list, runs: int) -> tuple[list, list]:
-    env = {}
+    env: dict = {}
 
     def read(v):
         return (v.val, False) if isinstance(v, jex_core.Literal) else env[v]
@@ -343,8 +344,9 @@ def _eval_batch_last(jaxpr, consts: list, vals: list, flags: list, runs: int) ->
         elif eqn.primitive.name in CALLS and isinstance(inner, jex_core.ClosedJaxpr):
             outs, out_flags = _eval_batch_last(inner.jaxpr, inner.consts, xs, bs, runs)
         else:
-            outs = _batched_rule(eqn, xs, bs, runs)
-            if outs is None:                          # no rule: vmap this primitive alone
+            rule = _batched_rule(eqn, xs, bs, runs)
+            outs = [] if rule is None else rule
+            if rule is None:                          # no rule: vmap this primitive alone
                 prim, params = eqn.primitive, eqn.params
                 single = lambda *a: _bind(prim, params, a)
                 outs = jax.vmap(single, in_axes=[-1 if b else None for b in bs], out_axes=-1)(*xs)

@@ -1,9 +1,9 @@
-"""Hand-derived gradients: the seeds' backward pass, generalised to L layers.
+"""Hand-derived gradients: the classic two-layer backward pass, generalised to L layers.
 
 No autodiff here. With the forward pass of `fgd.nn.mlp` (A[0] = X,
 Z[l] = W[l] A[l-1] + b[l], A[l] = g[l](Z[l])) and a cost J:
 
-Output layer (the local gradient of SEEDS.md section 2, dZ[L] = dJ/dZ[L]):
+Output layer (the local gradient, or delta, of a unit is dJ/dZ: dZ[L] = dJ/dZ[L]):
 
     canonical pairs (sigmoid + bce, softmax + cross_entropy, identity + sse/mse):
         dZ[L] = (A[L] - Y) * s                  s = 1 for sse, 1/m otherwise
@@ -20,7 +20,7 @@ Every layer, l = L, ..., 1 (shapes for m examples):
     db[l] = sum(dZ[l], axis=1, keepdims=True)   (n[l], 1)
     dZ[l-1] = W[l]^T dZ[l] * g[l-1]'(Z[l-1])    (n[l-1], m)
 
-The seeds write dZ[2] = A[2] - Y and put the 1/m into dW and db; here the 1/m
+The classic two-layer exercise writes dZ[2] = A[2] - Y and puts the 1/m into dW and db; here the 1/m
 of the cost lives in dZ[L], so dZ[l] is exactly dJ/dZ[l] and the two agree.
 
 Penalties add to each weight gradient (never the biases):

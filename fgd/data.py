@@ -21,7 +21,7 @@ import numpy as np
 
 from fgd._types import Array, PRNGKey
 
-# --- the seed's worked BP example (SEEDS.md section 8), the one copy -------
+# --- the MATLAB BP example's data, the one copy ---------------------------------
 TRAFFIC_INPUT_NAMES = ("population (10k)", "vehicles (10k)", "road area (10k km2)")
 TRAFFIC_OUTPUT_NAMES = ("passengers (10k)", "freight (10k t)")
 _TRAFFIC_INPUTS = (
@@ -49,20 +49,20 @@ class Dataset(NamedTuple):
 
 
 class Traffic(NamedTuple):
-    """The seed's road-traffic example (SEEDS.md section 8).
+    """The road-traffic data of the MATLAB BP example (a 3-8-2 net forecasting traffic).
 
     Attributes:
       X: (3, 20) population, vehicles, road area (rows as in
         ``TRAFFIC_INPUT_NAMES``).
       Y: (2, 20) passengers, freight (``TRAFFIC_OUTPUT_NAMES``).
-      index: (20,) int32 sample index 0..19; the seed gives no years.
+      index: (20,) int32 sample index 0..19; the example gives no years.
       X_forecast: (3, 2) the two further samples' inputs to forecast.
       index_forecast: (2,) int32 their indices, 20 and 21.
     """
 
     X: Array
     Y: Array
-    index: Array
+    index: Array  # type: ignore[assignment]  # a field, shadowing tuple.index
     X_forecast: Array
     index_forecast: Array
 
@@ -110,7 +110,7 @@ def _concrete(x) -> bool:
 
 # --- datasets ----------------------------------------------------------------
 def traffic(dtype=None) -> Traffic:
-    """The seed's 20 samples (3 inputs, 2 targets) and the 2 inputs to forecast."""
+    """The MATLAB BP example's 20 samples (3 inputs, 2 targets) and the 2 inputs to forecast."""
     return Traffic(
         X=_float(_TRAFFIC_INPUTS, dtype),
         Y=_float(_TRAFFIC_TARGETS, dtype),

@@ -95,7 +95,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     """
     if jax.distributed.is_initialized():
         return True
-    if jax.config.jax_cpu_collectives_implementation not in ("gloo", "mpi"):
+    if getattr(jax.config, "jax_cpu_collectives_implementation", None) not in ("gloo", "mpi"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     env = lambda name: int(os.environ[name]) if os.environ.get(name) else None
     num_processes = env("FGD_NUM_PROCESSES") if num_processes is None else num_processes
@@ -157,7 +157,7 @@ def examples_sharding(mesh: Mesh, ndim: int, axis: int = -1) -> NamedSharding:
     """"data" on the example axis `axis` of an `ndim`-dimensional array, the
     other axes whole: `P(None, "data")` for X (n_x, m), `P("data", None)` for
     examples-first (m, n_x)."""
-    spec = [None] * ndim
+    spec: list = [None] * ndim
     spec[axis] = DATA
     return NamedSharding(mesh, P(*spec))
 
@@ -275,5 +275,5 @@ def sharded_step(update: Callable, mesh: Mesh) -> Callable:
         Y = shard_examples(mesh, Y, name="Y")
         return jitted(params, opt_state, X, Y)
 
-    step.jitted = jitted
+    step.jitted = jitted  # type: ignore[attr-defined]
     return step

@@ -1,4 +1,4 @@
-"""Hand-derived backprop and local gradients against autodiff, the seed's
+"""Hand-derived backprop and local gradients against autodiff, the classic exercise's
 formulas written out in numpy, hand-checked penalty gradients, and errors."""
 import chex
 import jax
@@ -144,7 +144,7 @@ def test_reference_loss_equals_make_loss(hidden, output, cost, depth):
 def test_backprop_equals_autodiff(hidden, output, cost, depth, l2, l1):
     # fixed sizes; fgd.backprop runs op by op (jax.disable_jit) so that the 675
     # cases share compiled primitives instead of compiling 675 programs; the
-    # jitted path is covered by the hypothesis test below and the seed tests
+    # jitted path is covered by the hypothesis test below and the literal-formula tests
     net = fgd.MLP(sizes(depth), hidden=hidden, output=output)
     params = random_params(net, jax.random.key(depth))
     with jax.disable_jit():
@@ -192,10 +192,10 @@ def test_local_gradients_equal_autodiff_wrt_Z(hidden, output, cost, depth):
     assert_rel_close(list(deltas), want, TOL_F64)
 
 
-# --- the seed's formulas, written out literally -----------------------------
+# --- the classic exercise's formulas, written out literally -----------------------------
 
 def test_seed_two_layer_lines_tanh_sigmoid_bce():
-    """SEEDS.md section 5, line by line in numpy, for g[1] = tanh, g[2] = sigmoid
+    """The classic two-layer exercise, line by line in numpy, for g[1] = tanh, g[2] = sigmoid
     and the cross-entropy (bce) cost."""
     net = fgd.MLP((2, 4, 1), hidden="tanh", output="sigmoid")
     params = random_params(net, jax.random.key(3))
@@ -218,16 +218,16 @@ def test_seed_two_layer_lines_tanh_sigmoid_bce():
 
     grads = fgd.backprop(net, "bce", params, X, Y)
     assert_rel_close(grads, [{"W": dW1, "b": db1}, {"W": dW2, "b": db2}], TOL_F64)
-    # The seed keeps dZ = A - Y free of the cost's 1/m and puts 1/m into dW and
+    # The exercise keeps dZ = A - Y free of the cost's 1/m and puts 1/m into dW and
     # db; fgd's dZ[l] is the true dJ/dZ[l] of J = bce (which averages over the m
-    # examples), so it carries the 1/m itself: fgd's dZ[l] = seed's dZ[l] / m,
+    # examples), so it carries the 1/m itself: fgd's dZ[l] = the exercise's dZ[l] / m,
     # and dW = dZ A^T, db = sum(dZ) then need no 1/m. Both give the same dW, db.
     deltas = fgd.local_gradients(net, "bce", params, X, Y)
     assert_rel_close(list(deltas), [dZ1 / m, dZ2 / m], TOL_F64)
 
 
 def test_matlab_update_is_minus_backprop_for_sse():
-    """SEEDS.md section 8: H = logsig(W1 X + B1); O = W2 H + B2; E = T - O;
+    """The MATLAB BP example: H = logsig(W1 X + B1); O = W2 H + B2; E = T - O;
     D2 = E; D1 = W2' D2 .* H .* (1 - H); W2 += lr D2 H'; B2 += lr D2 1;
     W1 += lr D1 X'; B1 += lr D1 1. With sse = 1/2 sum(E^2) the increments
     (over lr) are minus the gradient."""

@@ -1,4 +1,4 @@
-"""Tests for fgd.data: the seed's numbers, dataset shapes, splits and scalers."""
+"""Tests for fgd.data: the MATLAB BP example's numbers, dataset shapes, splits and scalers."""
 import warnings
 
 import jax
@@ -9,15 +9,15 @@ import pytest
 from fgd import data
 
 EXACT = 1e-12          # float64 round trips
-SEED_TOL = 1e-12       # numbers copied from SEEDS.md section 8
+SEED_TOL = 1e-12       # numbers copied from the MATLAB BP example
 
 
-# --- the seed's traffic data -------------------------------------------------
+# --- the MATLAB BP example's traffic data -------------------------------------------------
 def test_traffic_matches_seed_verbatim():
     t = data.traffic()
     assert t.X.shape == (3, 20) and t.Y.shape == (2, 20) and t.X_forecast.shape == (3, 2)
     assert t.X.dtype == jnp.float64   # x64 on in the test session
-    # SEEDS.md section 8, first, tenth and last entries of each row
+    # the MATLAB BP example: first, tenth and last entries of each row
     expected = {(0, 0): 20.55, (0, 9): 38.09, (0, 19): 60.63,
                 (1, 0): 0.6, (1, 10): 2.15, (1, 19): 3.1,
                 (2, 0): 0.09, (2, 13): 0.49, (2, 19): 0.79}
@@ -46,7 +46,7 @@ def test_traffic_scaled_to_unit_range_and_forecast_warns():
     with pytest.warns(UserWarning, match="outside the fitted range") as record:
         F = data.tramnmx(t.X_forecast, scaler)
     assert "0.798" in str(record[0].message)   # how far: vehicles 4.0975 -> 1.798
-    # by hand from the seed's numbers
+    # by hand from the example's numbers
     hand = [[(73.39 - 20.55) / (60.63 - 20.55) * 2 - 1, (75.55 - 20.55) / (60.63 - 20.55) * 2 - 1],
             [(3.9635 - 0.6) / (3.1 - 0.6) * 2 - 1, (4.0975 - 0.6) / (3.1 - 0.6) * 2 - 1],
             [(0.9880 - 0.09) / (0.79 - 0.09) * 2 - 1, (1.0268 - 0.09) / (0.79 - 0.09) * 2 - 1]]

@@ -36,7 +36,7 @@ def test_init_shapes_follow_the_column_layout():
 @pytest.mark.parametrize(
     "scheme,kwargs,std",
     [
-        ("small", {}, 0.01),                                # the seed's randn * 0.01
+        ("small", {}, 0.01),                                # the exercise's randn * 0.01
         ("normal", {"scale": 3.0}, 3.0),
         ("xavier", {}, math.sqrt(2.0 / (400 + 500))),       # Glorot normal
         ("he", {}, math.sqrt(2.0 / 400)),

@@ -1,7 +1,7 @@
 """make_step and fit against hand-written loops (plain numpy, no fgd).
 
-Reference values: a numpy gradient-descent loop of the seed's 3-8-2 network
-(SEEDS.md section 8), the documented mini-batch order replayed in numpy,
+Reference values: a numpy gradient-descent loop of the MATLAB BP example's 3-8-2
+network, the documented mini-batch order replayed in numpy,
 optimizers of the tests' own that count their updates, and shorter fits
 whose params a stopped fit must reproduce exactly.
 """
@@ -34,7 +34,7 @@ def numpy_params(params):
 
 
 def sse_grads(p, X, Y):
-    """The seed's hand-derived backward pass: loss 1/2 sum(E^2) and its gradient."""
+    """The MATLAB BP example's hand-derived backward pass: loss 1/2 sum(E^2) and its gradient."""
     H = 1 / (1 + np.exp(-(p[0]["W"] @ X + p[0]["b"])))
     E = p[1]["W"] @ H + p[1]["b"] - Y
     D1 = (p[1]["W"].T @ E) * H * (1 - H)
@@ -167,7 +167,7 @@ def test_full_batch_equals_numpy_gradient_descent(traffic):
 
 
 def test_seed_matlab_example(traffic):
-    """SEEDS.md section 8: 3-8-2, logsig/purelin, uniform [0, 1] init, lr 0.05,
+    """The MATLAB BP example: 3-8-2, logsig/purelin, uniform [0, 1] init, lr 0.05,
     sse, goal 1e-3, 50,000 epochs. With key 0 the goal is not reached: the run
     ends at 50,000 epochs after exactly 50,000 updates. The final loss is
     checked loosely (1e-3) against a numpy run of the same loop

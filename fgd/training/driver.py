@@ -64,7 +64,9 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     t0 = time.perf_counter()
     bar = progress_bar(progress, epochs, desc)
     ends = lambda e: jnp.full(np.shape(carry.epoch), e, jnp.int32)
-    chunks, inputs, n, timed_out = [], [], 1, False
+    chunks: list = []
+    inputs: list = []
+    n, timed_out = 1, False
     done = int(np.max(np.asarray(carry.epoch)))        # > 0 when resumed
     try:
         while done < epochs and not np.all(np.asarray(carry.stop) != 0):

@@ -11,8 +11,8 @@ the runs on the last axis of every array::
     runs.history["loss"]        # (64, 2, 20_000)
     runs.params[0]["W"]         # (64, 2, 8, 3)
 
-Learning-rate sweeps, initialisation comparisons and random restarts (SEEDS.md
-section 4: different starts reach different optima) are one device program
+Learning-rate sweeps, initialisation comparisons and random restarts (different
+starts reach different optima) are one device program
 each. Every configuration stops on its own (goal, min_grad, patience,
 nonfinite) exactly as `fgd.fit` would stop it: the chunk's `while_loop` runs
 while any configuration is active, and a stopped one keeps its state. On a
