@@ -209,7 +209,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         time_limit: Optional[float] = None, progress: Optional[bool] = None,
         history: tuple = ("loss",), checkpoint_dir: Any = None,
         checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
-        nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
+        checkpoint_on_error: str = "raise", nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
         local_data: bool = False) -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
@@ -283,6 +283,14 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         `checkpoint_dir` (bit-identical to an uninterrupted run); False:
         delete its checkpoints and start over.
       keep: checkpoints kept (the newest), an integer >= 1.
+      checkpoint_on_error: what a failed save does (no space, read-only or
+        forbidden directory: ENOSPC, EDQUOT, EROFS, EACCES, EPERM): "raise"
+        (default; the run stops, older checkpoints stay intact) or "warn" (one
+        `CheckpointWarning` per kind of error, training goes on and the
+        result is returned; checkpoints are then missing). Only one fit at a
+        time may write to a `checkpoint_dir` (a lock held for the whole run);
+        a second raises `fgd.checkpoint.CheckpointLockedError` naming the
+        first one's PID.
       nonfinite: what a NaN/Inf loss does: "stop" (default; warns), "raise"
         (`fgd.faults.NonFiniteLossError`, a FloatingPointError naming epoch
         and batch) or "skip" (mini-batch: skip bad updates; `fgd.faults`).
@@ -306,7 +314,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       ValueError, TypeError: a bad argument, named, before anything is traced.
     """
     _checks.check_optimizer(opt)
-    every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep)
+    every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep, checkpoint_on_error)
     opt = faults.wrap(opt, faults.check_policy(nonfinite))
     key = jax.random.key(0) if key is None else key
     setup = prepare(loss, opt, False, params, X, Y, epochs, batch_size, key, goal,
@@ -320,13 +328,17 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         carry = parallel.replicate(mesh, carry)
     saver = open_saver(checkpoint_dir, every, keep, resume, nonfinite, loss, setup,
                                 params, carry.opt_state, {"goal": goal, "min_grad": min_grad,
-                                "patience": patience, "diverge": diverge})
-    carry = carry if saver is None else saver.start(carry)
-    run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs)
-    out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
-                time_limit=time_limit, progress=progress, replay=batch_size is None,
-                saver=saver)
-    out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
+                                "patience": patience, "diverge": diverge}, checkpoint_on_error)
+    try:                    # the saver holds the directory's one-writer lock until the end
+        carry = carry if saver is None else saver.start(carry)
+        run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs)
+        out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
+                    time_limit=time_limit, progress=progress, replay=batch_size is None,
+                    saver=saver)
+        out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
+    finally:
+        if saver is not None:
+            saver.close()
     return finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
 
 
