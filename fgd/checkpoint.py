@@ -141,6 +141,11 @@ class _Capped(io.RawIOBase):
     def __init__(self, fd: int, size: int):
         super().__init__()
         self._fd, self._size, self._pos = fd, size, 0
+        self.failure: Optional[OSError] = None   # zipfile turns I/O errors into BadZipFile
+
+    def _read(self, n: int) -> bytes:
+        os.lseek(self._fd, self._pos, os.SEEK_SET)
+        return os.read(self._fd, n)
 
     def readable(self) -> bool:
         return True
@@ -152,8 +157,11 @@ class _Capped(io.RawIOBase):
         n = max(0, min(len(buffer), self._size - self._pos))
         if n == 0:
             return 0
-        os.lseek(self._fd, self._pos, os.SEEK_SET)
-        data = os.read(self._fd, n)
+        try:
+            data = self._read(n)
+        except OSError as err:
+            self.failure = err
+            raise
         buffer[:len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -369,9 +377,14 @@ def _opened(path, max_bytes: int):
     """The archive, opened as a regular file, with its checked header:
     ``with _opened(path, max_bytes) as (zf, header)``."""
     with _open_regular(path) as fp:
-        zf, header = _open(path, fp, max_bytes)
-        with zf:
-            yield zf, header
+        try:
+            zf, header = _open(path, fp, max_bytes)
+            with zf:
+                yield zf, header
+        except CheckpointError:
+            if fp.raw.failure is not None:       # an I/O error that a parser took for damage
+                raise fp.raw.failure from None
+            raise
 
 
 def _open(path, fp, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
