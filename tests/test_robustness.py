@@ -95,10 +95,15 @@ SPECIAL = textwrap.dedent('''
                 used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
             resource.setrlimit(resource.RLIMIT_AS, (used + 2**30, resource.RLIM_INFINITY))
         t0 = time.perf_counter()
+        try:
+            fgd.checkpoint.read_header(bad)
+        except fgd.checkpoint.NotRegularFileError:
+            refused = time.perf_counter() - t0
+        t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             r = fgd.fit(loss, p0, fgd.adam(1e-2), X, Y, epochs=8, checkpoint_dir=d, **kw)
-        out[kind] = {"seconds": time.perf_counter() - t0, "resumed": r.resumed_epoch,
+        out[kind] = {"seconds": time.perf_counter() - t0, "refused": refused, "resumed": r.resumed_epoch,
                      "warnings": [str(w.message) for w in caught],
                      "left": os.path.islink(bad) or os.path.exists(bad),
                      "renamed": os.path.lexists(bad + ".corrupt"), "epochs": r.epochs}

@@ -22,7 +22,6 @@ construction, so that messages read the same everywhere.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Mapping, Optional
 
 import jax

@@ -57,10 +57,15 @@ from jax.tree_util import keystr
 
 from fgd import checkpoint
 from fgd._version import __version__
+from fgd.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    CheckpointMismatchError,
+    CheckpointWarning,
+    NotRegularFileError,
+)
 from fgd.optim import tree
 from fgd.training.chunk import NONFINITE
-from fgd.checkpoint import (CheckpointError, CheckpointManager, CheckpointMismatchError,
-                            CheckpointWarning, NotRegularFileError)
 
 #: Default `checkpoint_every`: a save at the first chunk end 60 s after the last.
 DEFAULT_EVERY = "60s"
@@ -186,7 +191,7 @@ class Saver:
 
     def __init__(self, directory, every: Every, keep: int, resume: bool, nonfinite: str,
                  description: dict, key: Any, names: tuple, dtype: Any, on_error: str = "raise"):
-        self.on_error, self.warned = on_error, set()
+        self.on_error, self.warned, self.directory = on_error, set(), Path(directory)
         try:
             self.manager = CheckpointManager(directory, keep=int(keep), lock=True)
         except OSError as err:          # no lock file on a read-only or full directory
@@ -215,7 +220,7 @@ class Saver:
         if kind not in self.warned:
             self.warned.add(kind)
             warnings.warn(f"fit: could not write in checkpoint directory "
-                          f"{os.fspath(self.manager.directory) if hasattr(self, 'manager') else ''!r} "
+                          f"{os.fspath(self.directory)!r} "
                           f"({kind}: {err.strerror}); training goes on and its result stays in "
                           f"memory (checkpoint_on_error='warn'); further {kind} failures of this "
                           f"run are not reported", CheckpointWarning, stacklevel=5)
