@@ -643,6 +643,13 @@ class DirectoryLock:
                 f"writer (process {pid if pid is not None else 'unknown'}, lock file "
                 f"{LOCK_NAME}): one writer per directory. Wait for it to end, stop it, or "
                 f"use another checkpoint_dir", pid) from None
+        except OSError as err:            # a filesystem without flock (some network mounts)
+            if err.errno not in {getattr(errno, n) for n in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "EINVAL")
+                                 if hasattr(errno, n)}:
+                raise
+            warnings.warn(f"checkpoint directory {os.fspath(self.path.parent)!r}: cannot lock "
+                          f"it ({err}); one writer per directory is not enforced there",
+                          CheckpointWarning, stacklevel=4)
         try:
             if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
                 return False
