@@ -47,6 +47,8 @@ def as_data(x: Any, name: str) -> Any:
         except Exception as e:  # ragged lists and the like
             raise TypeError(f"{name} must be an array of real numbers; got {_describe(x)}") from e
     kind = np.dtype(x.dtype).kind
+    if kind == "V" and jnp.issubdtype(x.dtype, jnp.floating):
+        kind = "f"                      # bfloat16 (and the float8s): ml_dtypes' kind is "V"
     if kind not in "fiub":
         raise TypeError(
             f"{name} must be an array of real numbers; got dtype {x.dtype}"
@@ -180,7 +182,10 @@ def check_number(owner: str, name: str, value: Any, *, low: Optional[float] = No
             integer and not isinstance(value, (numbers.Integral, np.integer))):
         raise TypeError(f"{owner}: {name} must be {kind}, got "
                         f"{type(value).__name__} {value!r}")
-    x = float(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, np.integer):
+        x = float(max(-10 ** 300, min(int(value), 10 ** 300)))   # huge ints: no float overflow
+    else:
+        x = float(value)
     parts = []
     if low is not None:
         parts.append(f"{'>' if low_open else '>='} {low:g}")
@@ -238,6 +243,26 @@ def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = 
         raise ValueError(f"{name} must be a finite number {want if want != 'finite' else ''}".rstrip()
                          + f"; got {value!r}")
     return x
+
+
+def check_finite_tree(tree: Any, name: str) -> None:
+    """ValueError naming the first leaf of `tree` that holds NaN/Inf (concrete leaves only)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if is_traced(leaf) or not hasattr(leaf, "dtype"):
+            continue
+        if not bool(_all_finite(jnp.asarray(leaf))):
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)} must be finite; got NaN/Inf "
+                             f"values (training from them gives NaN at once)")
+
+
+def check_bool(value: Any, name: str, allow_none: bool = False) -> Optional[bool]:
+    """True or False (None too when allowed); no other truthy values."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True, False{' or None' if allow_none else ''}; got "
+                        f"{type(value).__name__} {value!r}"[:200])
+    return bool(value)
 
 
 def param_dtype(params: Any) -> np.dtype:

@@ -15,19 +15,39 @@ stored as same-width unsigned ints, typed PRNG keys as `jax.random.key_data`.
 A bad file raises `CheckpointError` (file and reason); a `like` tree of
 another structure raises `CheckpointMismatchError` (first differing leaf).
 
-Writes are atomic: ``.tmp-fgd-<name>-<random>.part`` in the same directory is
-written, fsynced and `os.replace`d onto the name, then the directory fsynced:
+Writes are atomic: ``.tmp-fgd-<name>-<pid>-<random>.part`` in the same
+directory is written (through `os.write`, so a full disk fails the write that
+hits it), fsynced and `os.replace`d onto the name, then the directory fsynced:
 a crash never leaves a half-written ``ckpt-*.npz``.
+
+Reading opens only regular files: the name is `lstat`ed, a symbolic link is
+followed only to a file in the same directory, the file is opened with
+``O_NONBLOCK | O_NOFOLLOW`` and `fstat`ed again, and no read goes past the
+size it had then. A FIFO, device, directory or link out of the directory
+raises `NotRegularFileError` at once (never blocks, never reads /dev/zero).
+An `OSError` of the read itself (EIO, EACCES, a timeout) is not damage: the
+read is tried once more and the second error is raised as it is.
+
+One writer per directory: `CheckpointManager(..., lock=True)` (what `fit`
+uses) holds ``fcntl.flock`` on ``<directory>/.fgd-lock`` (which records the
+holder's PID) until `close`; a second writer gets `CheckpointLockedError`
+naming that PID. The kernel drops the lock of a process that dies, and a
+lock whose recorded holder is dead is taken over.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
 import json
 import math
 import os
 import re
+import stat
 import tempfile
 import warnings
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
@@ -37,6 +57,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr
 
+try:
+    import fcntl
+except ImportError:         # Windows: no flock; the one-writer rule is not enforced there
+    fcntl = None  # type: ignore[assignment]
+
 from fgd._version import __version__
 
 FORMAT = "fgd.checkpoint"
@@ -44,6 +69,8 @@ FORMAT_VERSION = 1
 HEADER_MEMBER = "header.json"
 DEFAULT_MAX_BYTES = 16 * 2**30     # refuse archives whose members exceed this
 TEMP_PREFIX, TEMP_SUFFIX = ".tmp-fgd-", ".part"
+LOCK_NAME = ".fgd-lock"            # the one-writer lock file of a checkpoint directory
+_TEMP_PID_RE = re.compile(r".*-([0-9]+)-[a-z0-9_]+\.part")   # the writer's PID in a temp name
 _MAX_HEADER = 64 * 2**20           # bytes of header.json
 _MEMBER_RE = re.compile(r"leaf_(0|[1-9][0-9]{0,8})\.npy")
 _CKPT_RE = re.compile(r"ckpt-(0|[1-9][0-9]*)\.npz")     # canonical names only
@@ -56,9 +83,12 @@ _DTYPES = {n: np.dtype(getattr(jnp, n)) for n in _NATIVE + _EXTENDED
 # Stored little-endian; bfloat16 and float8s as same-width uints, key data as uint32.
 _STORED = {n: d.newbyteorder("<") if n in _NATIVE else np.dtype(f"<u{d.itemsize}")
            for n, d in _DTYPES.items()}
-# What zipfile/json/numpy parsers raise on a hostile or damaged file.
-_PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+# What zipfile/json/numpy parsers raise on a hostile or damaged file. An OSError is
+# I/O, not damage (see `_parse_oserror`), and is left out.
+_PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
                  KeyError, TypeError, OverflowError, RecursionError, NotImplementedError)
+_O_READ = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+           | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 
 
 class CheckpointError(ValueError):
@@ -69,8 +99,133 @@ class CheckpointMismatchError(CheckpointError):
     """A sound checkpoint whose tree does not match the `like` tree."""
 
 
+class NotRegularFileError(CheckpointError):
+    """A checkpoint name that is not a regular file of its directory (a FIFO, a
+    device, a directory, a symbolic link out of the directory): skipped, never
+    read, renamed or deleted."""
+
+
+class CheckpointLockedError(RuntimeError):
+    """Another live process writes to this checkpoint directory (one writer per
+    directory). `pid` is the holder's process id (None if it was not recorded)."""
+
+    def __init__(self, message: str, pid: Optional[int]):
+        super().__init__(message)
+        self.pid = pid
+
+
 class CheckpointWarning(UserWarning):
     """`CheckpointManager.restore_latest` skipped a damaged checkpoint."""
+
+
+def _parse_oserror(err: OSError) -> bool:
+    """An OSError that a parser raises on a hostile file (a seek before the
+    start of the file), not an I/O failure."""
+    return err.errno == errno.EINVAL
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class _Capped(io.RawIOBase):
+    """A read-only view of an open regular file that never reads past `size`,
+    its size when it was opened: neither a file that grows while it is read
+    nor a forged offset can make fgd read more than the file held."""
+
+    def __init__(self, fd: int, size: int):
+        super().__init__()
+        self._fd, self._size, self._pos = fd, size, 0
+        self.failure: Optional[OSError] = None   # zipfile turns I/O errors into BadZipFile
+
+    def _read(self, n: int) -> bytes:
+        os.lseek(self._fd, self._pos, os.SEEK_SET)
+        return os.read(self._fd, n)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self._size - self._pos))
+        if n == 0:
+            return 0
+        try:
+            data = self._read(n)
+        except OSError as err:
+            self.failure = err
+            raise
+        buffer[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        pos = offset + {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        if pos < 0:
+            raise OSError(errno.EINVAL, "seek before the start of the file")
+        self._pos = pos
+        return pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def regular_file(path) -> Optional[os.stat_result]:
+    """`path`'s lstat if it is a regular file, else None (missing: FileNotFoundError)."""
+    st = os.lstat(path)
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _open_regular(path) -> io.BufferedReader:
+    """`path` opened for reading if it is a regular file (or a symbolic link to
+    one in the same directory); NotRegularFileError otherwise, without blocking."""
+    path = Path(path)
+    st = os.lstat(path)                 # FileNotFoundError for a missing file
+    if stat.S_ISLNK(st.st_mode):
+        target = Path(os.path.realpath(path))
+        if target.parent != Path(os.path.realpath(path.parent)):
+            _fail(path, f"a symbolic link to {os.fspath(target)!r}, outside its directory: "
+                        f"not followed", NotRegularFileError)
+        path, st = target, os.lstat(target)
+    if not stat.S_ISREG(st.st_mode):
+        _fail(path, f"{_kind(st.st_mode)}, not a regular file: not read", NotRegularFileError)
+    try:
+        fd = os.open(path, _O_READ)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENXIO):    # replaced by a link or a FIFO meanwhile
+            _fail(path, f"not a regular file when opened: {err}", NotRegularFileError)
+        raise
+    try:
+        fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode):
+            _fail(path, f"{_kind(fst.st_mode)} when opened, not a regular file", NotRegularFileError)
+        return io.BufferedReader(_Capped(fd, fst.st_size))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _retried(read, *args, **kwargs):
+    """`read(...)`, tried once more after an I/O error (EIO, EACCES, a timeout:
+    not evidence of a damaged file); the second error is raised as it is."""
+    try:
+        return read(*args, **kwargs)
+    except (CheckpointError, FileNotFoundError):
+        raise
+    except OSError:
+        return read(*args, **kwargs)
 
 
 def _fail(path, reason: str, cls=CheckpointError):
@@ -112,6 +267,35 @@ def fingerprint(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class _FdWriter(io.RawIOBase):
+    """Writes through `os.write`, so that the write a full disk refuses
+    raises its OSError (ENOSPC) right there."""
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return os.write(self.fd, data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self.fd, offset, whence)
+
+    def tell(self) -> int:
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
 def _fsync_dir(directory: Path) -> None:
     if os.name == "posix":      # Windows cannot open a directory to fsync it
         fd = os.open(directory, os.O_RDONLY)
@@ -147,17 +331,18 @@ def save(path, tree, metadata: Optional[dict] = None) -> Path:
         text = json.dumps(header, indent=1)
     except (TypeError, ValueError) as err:
         raise TypeError(f"metadata: expected JSON-serialisable values: {err}") from err
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}-",
+    # the PID in the name: a cleaner can tell a dead writer's file from a live one's
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}-{os.getpid()}-",
                                suffix=TEMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with io.BufferedWriter(_FdWriter(fd), 1 << 20) as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                 zf.writestr(HEADER_MEMBER, text)
                 for record, (_, data) in zip(records, encoded):
                     with zf.open(record["member"], "w", force_zip64=True) as member:
                         np.lib.format.write_array(member, data, allow_pickle=False)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -187,14 +372,34 @@ def _check_header(path, header) -> list[dict]:
     return records
 
 
-def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
-    """Opens the archive and checks members and header; arrays are not read."""
-    size = os.stat(path).st_size      # FileNotFoundError for a missing file
+@contextlib.contextmanager
+def _opened(path, max_bytes: int):
+    """The archive, opened as a regular file, with its checked header:
+    ``with _opened(path, max_bytes) as (zf, header)``."""
+    with _open_regular(path) as fp:
+        try:
+            zf, header = _open(path, fp, max_bytes)
+            with zf:
+                yield zf, header
+        except CheckpointError:
+            if fp.raw.failure is not None:       # an I/O error that a parser took for damage
+                raise fp.raw.failure from None
+            raise
+
+
+def _open(path, fp, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
+    """Opens the archive in `fp` and checks members and header; arrays are not read."""
+    size = fp.seek(0, os.SEEK_END)
+    fp.seek(0)
     try:
-        zf = zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(fp)
     except _PARSE_ERRORS as err:
         _fail(path, f"not a readable npz (truncated, or not a zip; pickles are never "
                     f"loaded): {err}")
+    except OSError as err:
+        if not _parse_oserror(err):
+            raise
+        _fail(path, f"not a readable npz: {err}")
     try:
         names, total = zf.namelist(), 0
         for info in zf.infolist():
@@ -215,6 +420,10 @@ def _open(path, max_bytes: int) -> tuple[zipfile.ZipFile, dict]:
         try:
             header = json.loads(zf.read(HEADER_MEMBER).decode("utf-8"))
         except _PARSE_ERRORS as err:
+            _fail(path, f"{HEADER_MEMBER} is damaged: {err}")
+        except OSError as err:
+            if not _parse_oserror(err):
+                raise
             _fail(path, f"{HEADER_MEMBER} is damaged: {err}")
         records = _check_header(path, header)
         expected = {HEADER_MEMBER} | {rec["member"] for rec in records}
@@ -257,6 +466,10 @@ def _read_member(path, zf: zipfile.ZipFile, rec: dict) -> np.ndarray:
     except CheckpointError:
         raise
     except _PARSE_ERRORS as err:
+        _fail(path, f"{member}: damaged npy member: {err}")
+    except OSError as err:
+        if not _parse_oserror(err):
+            raise
         _fail(path, f"{member}: damaged npy member: {err}")
     if len(data) != nbytes:
         _fail(path, f"{member}: truncated ({len(data)} of {nbytes} bytes)")
@@ -303,9 +516,12 @@ def _decode(path, rec: dict, data: np.ndarray, leaf):
 
 def load(path, like, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Any, dict]:
     """Like `restore`, but returns ``(tree, metadata)`` read in one pass."""
+    return _retried(_load, path, like, max_bytes)
+
+
+def _load(path, like, max_bytes: int) -> tuple[Any, dict]:
     like_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
-    zf, header = _open(path, max_bytes)
-    with zf:
+    with _opened(path, max_bytes) as (zf, header):
         records = header["leaves"]
         _match(path, records, like_leaves)
         values = [_decode(path, rec, _read_member(path, zf, rec), leaf)
@@ -330,7 +546,11 @@ def restore(path, like, *, max_bytes: int = DEFAULT_MAX_BYTES):
 
     Raises:
       CheckpointError: the file is truncated, damaged (checksum), hostile
-        (pickle, object arrays, forged shapes, unexpected members) or too big.
+        (pickle, object arrays, forged shapes, unexpected members) or too big;
+        `NotRegularFileError` (a CheckpointError) when `path` is not a
+        regular file or is a symbolic link out of its directory.
+      OSError: reading failed twice (EIO, EACCES, a timeout): an I/O error,
+        not a verdict on the file.
       CheckpointMismatchError: the tree differs from `like`; names the first
         differing leaf path with the expected and stored dtype and shape.
     """
@@ -339,9 +559,10 @@ def restore(path, like, *, max_bytes: int = DEFAULT_MAX_BYTES):
 
 def read_header(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
     """The validated JSON header (format, environment, leaves, metadata)."""
-    zf, header = _open(path, max_bytes)
-    with zf:
-        return header
+    def read():
+        with _opened(path, max_bytes) as (_, header):
+            return header
+    return _retried(read)
 
 
 def read_metadata(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
@@ -349,44 +570,201 @@ def read_metadata(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
     return read_header(path, max_bytes=max_bytes)["metadata"]
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (True when unsure)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":              # os.kill(pid, 0) would terminate it on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                     # EPERM: alive, another user's
+        return True
+    return True
+
+
+class DirectoryLock:
+    """The one-writer lock of a checkpoint directory: ``fcntl.flock`` on
+    ``<directory>/.fgd-lock``, which holds the holder's PID.
+
+    `acquire` raises `CheckpointLockedError` naming the holder while another
+    live process holds it. The kernel releases the lock of a process that
+    dies; a lock still held although its recorded holder is dead (a forked
+    child kept the file open) is taken over: the lock file is replaced by a
+    new one. On systems without ``fcntl`` (Windows) nothing is enforced.
+    """
+
+    def __init__(self, directory):
+        self.path = Path(directory) / LOCK_NAME
+        self._fd: Optional[int] = None
+        self._finalizer: Any = None
+
+    @staticmethod
+    def _holder(fd: int) -> Optional[int]:
+        try:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def acquire(self) -> "DirectoryLock":
+        if fcntl is None or self._fd is not None:
+            return self
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        for _ in range(3):
+            fd = os.open(self.path, flags, 0o644)
+            try:
+                taken = self._take(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if not taken:                 # a stale file replaced, or replaced meanwhile: again
+                os.close(fd)
+                continue
+            self._fd = fd
+            self._finalizer = weakref.finalize(self, os.close, fd)
+            return self
+        raise CheckpointLockedError(f"checkpoint directory {os.fspath(self.path.parent)!r}: "
+                                    f"could not take its lock", None)
+
+    def _take(self, fd: int) -> bool:
+        """flock on `fd`, then our PID in the file; False to try again."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = self._holder(fd)
+            if pid is not None and not _alive(pid):
+                self.path.unlink(missing_ok=True)         # a dead holder's: take it over
+                return False
+            raise CheckpointLockedError(
+                f"checkpoint directory {os.fspath(self.path.parent)!r} is in use by another "
+                f"writer (process {pid if pid is not None else 'unknown'}, lock file "
+                f"{LOCK_NAME}): one writer per directory. Wait for it to end, stop it, or "
+                f"use another checkpoint_dir", pid) from None
+        except OSError as err:            # a filesystem without flock (some network mounts)
+            if err.errno not in {getattr(errno, n) for n in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "EINVAL")
+                                 if hasattr(errno, n)}:
+                raise
+            warnings.warn(f"checkpoint directory {os.fspath(self.path.parent)!r}: cannot lock "
+                          f"it ({err}); one writer per directory is not enforced there",
+                          CheckpointWarning, stacklevel=4)
+        try:
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                return False
+        except FileNotFoundError:
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self._finalizer()                     # closing the descriptor drops the lock
+            self._fd = self._finalizer = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
 class CheckpointManager:
     """Numbered checkpoints ``ckpt-<step>.npz`` in one directory, last `keep` kept.
 
     `directory` is created if missing; `keep=None` keeps all; `max_bytes` goes
-    to `restore`. One writer per directory: construction deletes the temp files
-    a crashed writer left (``.tmp-fgd-*.part``), which are never read.
+    to `restore`. One writer per directory: with `lock=True` (as `fit` uses
+    it) the manager holds the directory's `DirectoryLock` until `close()` (or
+    the end of a ``with`` block), and a second writer gets
+    `CheckpointLockedError` naming the holder's PID. Construction removes the
+    temp files a crashed writer left (``.tmp-fgd-*.part``, never read): with
+    the lock, every one; without, those whose writer's PID is dead. Entries
+    that are not regular files (a directory named like a temp file, a FIFO
+    or symbolic link named like a checkpoint) are never deleted or renamed.
     """
 
     def __init__(self, directory, keep: Optional[int] = 3, *,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+                 max_bytes: int = DEFAULT_MAX_BYTES, lock: bool = False):
         if keep is not None and (type(keep) is not int or keep < 1):
             raise ValueError(f"keep: expected a positive int or None, got {keep!r}")
         self.directory, self.keep, self.max_bytes = Path(directory), keep, max_bytes
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.lock = DirectoryLock(self.directory)
+        if lock:
+            self.lock.acquire()
+        self._clean_temps()
+
+    def _clean_temps(self) -> None:
+        """Best effort: a temp file that cannot be removed is ignored (never read)."""
         for entry in self.directory.iterdir():
-            if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX):
-                entry.unlink(missing_ok=True)
+            name = entry.name
+            if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
+                continue
+            match = _TEMP_PID_RE.fullmatch(name)
+            pid = int(match.group(1)) if match else None
+            try:
+                if regular_file(entry) is None:
+                    continue
+                if self.lock.held or (pid is not None and not _alive(pid)):
+                    entry.unlink(missing_ok=True)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        """Releases the directory lock (if held)."""
+        self.lock.release()
+
+    def __enter__(self) -> "CheckpointManager":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def path(self, step: int) -> Path:
         """The file name for `step`: ``<directory>/ckpt-<step>.npz``."""
         return self.directory / f"ckpt-{step}.npz"
 
-    def steps(self) -> list[int]:
-        """Steps of the checkpoints present, oldest first."""
-        return sorted(int(m.group(1)) for entry in self.directory.iterdir()
-                      if (m := _CKPT_RE.fullmatch(entry.name)))
+    def steps(self, *, regular: bool = False) -> list[int]:
+        """Steps of the checkpoint names present, oldest first; with `regular`,
+        only those that are regular files."""
+        out = []
+        for entry in self.directory.iterdir():
+            m = _CKPT_RE.fullmatch(entry.name)
+            if m is None:
+                continue
+            if regular:
+                try:
+                    if regular_file(entry) is None:
+                        continue
+                except FileNotFoundError:
+                    continue
+            out.append(int(m.group(1)))
+        return sorted(out)
+
+    def remove(self, step: int) -> bool:
+        """Deletes checkpoint `step` if it is a regular file; False if it is not
+        one (left in place) or missing."""
+        path = self.path(step)
+        try:
+            if regular_file(path) is None:
+                return False
+        except FileNotFoundError:
+            return False
+        path.unlink(missing_ok=True)
+        return True
 
     def save(self, step: int, tree, metadata: Optional[dict] = None) -> Path:
         """Saves `tree` as step `step` (also stored as metadata["step"]), then
-        deletes all but the newest `keep` checkpoints (never the one just saved)."""
+        deletes all but the newest `keep` checkpoints (never the one just saved,
+        never an entry that is not a regular file)."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step: expected a non-negative int, got {step!r}")
         step = int(step)      # numpy ints are not JSON
         path = save(self.path(step), tree, {**(metadata or {}), "step": step})
         if self.keep is not None:
-            for old in self.steps()[:-self.keep]:
+            for old in self.steps(regular=True)[:-self.keep]:
                 if old != step:
-                    self.path(old).unlink(missing_ok=True)
+                    self.remove(old)
             _fsync_dir(self.directory)
         return path
 
@@ -395,11 +773,13 @@ class CheckpointManager:
 
         A damaged checkpoint is renamed ``<name>.corrupt`` (so it is neither
         retried nor counted by `keep`) with a `CheckpointWarning` naming the
-        file and why, and the previous one is tried.
+        file and why, and the previous one is tried. A name that is not a
+        regular file is skipped with a warning and left as it is.
 
         Raises:
           CheckpointMismatchError: a sound checkpoint does not match `like`
             (another model or optimizer); older ones are not tried.
+          OSError: an I/O error that persisted over a second try.
         """
         for step in reversed(self.steps()):
             path = self.path(step)
@@ -407,6 +787,11 @@ class CheckpointManager:
                 return load(path, like, max_bytes=self.max_bytes)
             except CheckpointMismatchError:
                 raise
+            except NotRegularFileError as err:
+                warnings.warn(f"{err}; skipped it (left in place) and trying the previous "
+                              f"checkpoint", CheckpointWarning, stacklevel=2)
+            except FileNotFoundError:
+                continue
             except CheckpointError as err:
                 os.replace(path, path.with_name(path.name + ".corrupt"))
                 warnings.warn(f"{err}; renamed it {path.name}.corrupt and trying the "

@@ -84,7 +84,7 @@ def penalty(params: Any, cost: str, m: int, l2: float, l1: float) -> Array:
     return total * data_scale(cost, m)
 
 
-def check_targets(cost: str, Y: Any) -> None:
+def check_targets(cost: str, Y: Any, name: str = "Y") -> None:
     """bce needs targets in [0, 1] (a concrete Y only)."""
     if cost in ("bce", "cross_entropy") and not _checks.is_traced(Y):
         import numpy as np
@@ -92,7 +92,7 @@ def check_targets(cost: str, Y: Any) -> None:
         y = np.asarray(Y).astype(np.float64)
         if y.min() < 0 or y.max() > 1:
             raise ValueError(
-                f"Y must hold targets in [0, 1] for the {cost} cost; "
+                f"{name} must hold targets in [0, 1] for the {cost} cost; "
                 f"got values from {y.min():g} to {y.max():g}"
             )
 

@@ -4,6 +4,7 @@ The reference value of every round trip is the saved array itself: restored
 leaves must be bit-identical (same dtype, same bytes), so no tolerance is used.
 """
 import io
+import os
 import pickle
 import tracemalloc
 import warnings
@@ -141,8 +142,13 @@ def test_leftover_temp_file_is_cleaned_and_never_read(tmp_path):
     leftover.write_bytes(b"half a checkpoint")
     other = tmp_path / "notes.txt"
     other.write_text("not ours")
-    manager = CheckpointManager(tmp_path)
-    assert not leftover.exists() and other.exists()
+    live = tmp_path / f"{ckpt.TEMP_PREFIX}ckpt-8.npz-{os.getpid()}-abc{ckpt.TEMP_SUFFIX}"
+    live.write_bytes(b"a live writer's")
+    assert CheckpointManager(tmp_path).steps() == [3] and leftover.exists(), \
+        "without the lock only dead writers' temp files go"
+    manager = CheckpointManager(tmp_path, lock=True)     # the one writer: every temp file goes
+    assert not leftover.exists() and not live.exists() and other.exists()
+    manager.close()
     assert manager.steps() == [3]
     restored, meta = manager.restore_latest(make_tree(seed=1))
     assert meta["step"] == 3

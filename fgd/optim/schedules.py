@@ -8,6 +8,13 @@ update) and returns the rate as a () float array. The formulas are optax's
 ``InverseTimeDecay``, which optax lacks. The count is traced, so a schedule's
 changing output never triggers a recompile.
 
+Every schedule is checked at construction over its whole range, not only at
+step 0: its rates stay >= 0 for every step (a cosine decay's floor
+``alpha * init_value`` too). Step counts (``decay_steps``, boundaries, ...)
+must be integers; very large ones saturate (a boundary past the largest
+count never fires, a ratio ``t / decay_steps`` is taken with a reciprocal
+computed on the host) instead of overflowing the traced int32/float32 count.
+
 This module also holds the rule for what a learning rate is (a number >= 0 or
 a schedule) and the argument checks every optimizer and transform runs at
 construction, so that messages read the same everywhere.
@@ -74,6 +81,31 @@ def step_lr(lr: Any, count: Array, next_count: Array, stored: Array) -> tuple[Ar
 
 
 # --- schedules ---------------------------------------------------------------
+#: Offsets and bounds in steps saturate here: exact in float64, far past any
+#: count an int32 (or int64) step counter reaches in a run.
+STEP_CAP = 2.0 ** 53
+
+
+def _steps(owner: str, name: str, value: Any, *, positive: bool) -> int:
+    """An integer step count (>= 1 when `positive`, else >= 0), as a Python int."""
+    check_number(owner, name, value, low=0, low_open=positive, integer=True)
+    return int(value)
+
+
+def _reciprocal(steps: int) -> float:
+    """1 / steps on the host: tiny for huge counts, never an overflowing cast."""
+    return 1.0 / float(min(steps, 2 ** 1000))
+
+
+def _reached(count: Any, boundary: int) -> Array:
+    """``count >= boundary``; False for a boundary past the counter's range."""
+    count = jnp.asarray(count)
+    if jnp.issubdtype(count.dtype, jnp.integer) and boundary > jnp.iinfo(count.dtype).max:
+        return jnp.zeros(count.shape, bool)
+    if boundary <= jnp.iinfo(jnp.int32).max:
+        return count >= boundary
+    return _float(count) >= min(float(boundary), STEP_CAP)
+
 
 def _float(count: Any) -> Array:
     """The step count as the default float dtype (float64 when x64 is on)."""
@@ -103,15 +135,19 @@ def piecewise_constant(init_value: float,
     """
     owner = "piecewise_constant"
     check_number(owner, "init_value", init_value, low=0.0)
-    items = sorted((boundaries_and_scales or {}).items())
-    for boundary, scale in items:
+    if boundaries_and_scales is not None and not isinstance(boundaries_and_scales, Mapping):
+        raise TypeError(f"{owner}: boundaries_and_scales must be a mapping {{boundary: scale}} "
+                        f"such as {{100: 0.1}}, got {type(boundaries_and_scales).__name__} "
+                        f"{boundaries_and_scales!r}"[:200])
+    for boundary, scale in (boundaries_and_scales or {}).items():
         check_number(owner, "a boundary", boundary, low=0, integer=True)
         check_number(owner, f"the scale at boundary {boundary}", scale, low=0.0)
+    items = sorted((int(b), s) for b, s in (boundaries_and_scales or {}).items())
 
     def schedule(count):
         value = jnp.full(jnp.shape(count), init_value, _float(count).dtype)
         for boundary, scale in items:
-            value = jnp.where(count >= boundary, value * scale, value)
+            value = jnp.where(_reached(count, boundary), value * scale, value)
         return value
 
     return schedule
@@ -128,15 +164,15 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     """
     owner = "exponential_decay"
     check_number(owner, "init_value", init_value, low=0.0)
-    check_number(owner, "transition_steps", transition_steps, low=0, low_open=True)
+    inverse = _reciprocal(_steps(owner, "transition_steps", transition_steps, positive=True))
     check_number(owner, "decay_rate", decay_rate, low=0.0, low_open=True)
-    check_number(owner, "transition_begin", transition_begin, low=0, integer=True)
+    begin = min(_steps(owner, "transition_begin", transition_begin, positive=False), STEP_CAP)
     if end_value is not None:
         check_number(owner, "end_value", end_value, low=0.0)
 
     def schedule(count):
-        elapsed = _float(count) - transition_begin
-        p = elapsed / transition_steps
+        elapsed = _float(count) - begin
+        p = elapsed * inverse
         if staircase:
             p = jnp.floor(p)
         value = jnp.where(elapsed <= 0, init_value, init_value * jnp.power(decay_rate, p))
@@ -158,10 +194,10 @@ def inverse_time(init_value: float, decay_rate: float, decay_steps: int = 1,
     owner = "inverse_time"
     check_number(owner, "init_value", init_value, low=0.0)
     check_number(owner, "decay_rate", decay_rate, low=0.0)
-    check_number(owner, "decay_steps", decay_steps, low=0, low_open=True)
+    inverse = _reciprocal(_steps(owner, "decay_steps", decay_steps, positive=True))
 
     def schedule(count):
-        p = _float(count) / decay_steps
+        p = _float(count) * inverse
         if staircase:
             p = jnp.floor(p)
         return init_value / (1 + decay_rate * p)
@@ -176,17 +212,19 @@ def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0,
 
     The rate falls from ``init_value`` to ``alpha * init_value`` over
     ``decay_steps`` steps and stays there (Loshchilov and Hutter's SGDR
-    without restarts).
+    without restarts). Its lowest rate is ``init_value * min(1, alpha)``, so
+    ``alpha < 0`` (a negative rate: gradient ascent) is refused.
     """
     owner = "cosine_decay"
     check_number(owner, "init_value", init_value, low=0.0)
-    check_number(owner, "decay_steps", decay_steps, low=0, low_open=True)
-    check_number(owner, "alpha", alpha)
+    steps = _steps(owner, "decay_steps", decay_steps, positive=True)
+    inverse, steps = _reciprocal(steps), min(steps, STEP_CAP)
+    check_number(owner, "alpha (the final rate is alpha * init_value)", alpha, low=0.0)
     check_number(owner, "exponent", exponent, low=0.0, low_open=True)
 
     def schedule(count):
-        t = jnp.minimum(_float(count), decay_steps)
-        cosine = 0.5 * (1 + jnp.cos(jnp.pi * t / decay_steps))
+        t = jnp.minimum(_float(count), steps)
+        cosine = 0.5 * (1 + jnp.cos(jnp.pi * t * inverse))
         return init_value * ((1 - alpha) * cosine ** exponent + alpha)
 
     return schedule
@@ -206,8 +244,9 @@ def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int,
     owner = "warmup_cosine_decay"
     check_number(owner, "init_value", init_value, low=0.0)
     check_number(owner, "peak_value", peak_value, low=0.0)
-    check_number(owner, "warmup_steps", warmup_steps, low=0, integer=True)
-    check_number(owner, "decay_steps", decay_steps, low=warmup_steps, low_open=True)
+    warmup_steps = _steps(owner, "warmup_steps", warmup_steps, positive=False)
+    check_number(owner, "decay_steps", decay_steps, low=warmup_steps, low_open=True, integer=True)
+    decay_steps = int(decay_steps)
     check_number(owner, "end_value", end_value, low=0.0)
     alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
     decay = cosine_decay(peak_value, decay_steps - warmup_steps, alpha, exponent)
@@ -216,8 +255,8 @@ def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int,
         t = _float(count)
         if warmup_steps == 0:
             return decay(t)
-        frac = 1 - jnp.clip(t, 0, warmup_steps) / warmup_steps
+        frac = 1 - jnp.clip(t, 0, min(warmup_steps, STEP_CAP)) * _reciprocal(warmup_steps)
         warm = (init_value - peak_value) * frac + peak_value
-        return jnp.where(t < warmup_steps, warm, decay(t - warmup_steps))
+        return jnp.where(t < min(warmup_steps, STEP_CAP), warm, decay(t - min(warmup_steps, STEP_CAP)))
 
     return schedule

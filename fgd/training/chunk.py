@@ -179,7 +179,10 @@ def _lowest(spec: Spec, low: Any, value: Array) -> Any:
 
 def _epoch_loss(spec: Spec, values: Array, params: Params) -> Array:
     """The mean of an epoch's batch losses; with nonfinite="skip" the mean of
-    the finite ones, NaN when none is or the params are no longer finite."""
+    the finite ones, NaN when none is or the params are no longer finite.
+    Summed in the scalar dtype (float32 for float16/bfloat16 params: their
+    8- or 11-bit mantissas would lose the small batch losses of a long epoch)."""
+    values = values.astype(tree.scalar_dtype(params))
     if not spec.skip:
         return jnp.mean(values)
     finite = jnp.isfinite(values)

@@ -31,7 +31,7 @@ import numpy as np
 
 from fgd import _cache, _checks, _compile, parallel
 from fgd._types import Array, OptState, Params, PRNGKey
-from fgd.losses import Loss
+from fgd.losses import Loss, check_targets
 from fgd.optim import tree
 from fgd.optim.optimizers import check_lr_state
 from fgd.training import chunk, driver, faults
@@ -41,7 +41,8 @@ from fgd.training.resume import check_args as resume_checks, open_saver
 
 # --- fit's arguments, checked and laid out ---------------------------------------
 def check_history(history: Any, has_validation: bool) -> tuple:
-    if isinstance(history, str) or not all(isinstance(h, str) for h in history):
+    if isinstance(history, str) or not isinstance(history, (tuple, list)) or \
+            not all(isinstance(h, str) for h in history):
         raise TypeError(f"history must be a tuple of names from {chunk.HISTORY_NAMES}; got {history!r}")
     unknown = [h for h in history if h not in chunk.HISTORY_NAMES]
     if unknown:
@@ -65,7 +66,7 @@ class Setup(NamedTuple):
 def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goal, *,
             nonfinite: str = "stop", diverge: Optional[float] = None,
             validation_data, patience, min_grad, time_limit, history, mesh=None,
-            local_data=False) -> Setup:
+            local_data=False, progress=None) -> Setup:
     """Every boundary check of `fit`/`sweep`, then the data cast to the params'
     dtype and laid out for the mode (with a mesh: global arrays split over its
     "data" axis, `fgd.parallel.place_training_data`). Nothing is traced here."""
@@ -78,8 +79,12 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     if isinstance(loss, Loss):
         _checks.check_params(loss.net, params)
     dtype = _checks.param_dtype(params)
+    _checks.check_finite_tree(params, "params")
     net = loss.net if isinstance(loss, Loss) else None
     X, Y = _checks.check_data(net, X, Y, dtype)
+    if isinstance(loss, Loss):          # as loss(...) itself refuses them: bce needs Y in [0, 1]
+        check_targets(loss.cost, Y)
+    _checks.check_bool(progress, "progress", allow_none=True)
     m = parallel.global_examples(int(X.shape[-1]), local_data)
     _checks.check_int(epochs, "epochs", 0)
     batch_size = _checks.check_int(batch_size, "batch_size", 1, m, allow_none=True)
@@ -94,6 +99,8 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError(f"validation must be a pair (Xv, Yv); got {type(validation_data).__name__}")
         Xv, Yv = _checks.check_data(net, *validation_data, dtype, names=("Xv", "Yv"))
+        if isinstance(loss, Loss):
+            check_targets(loss.cost, Yv, "Yv")
     patience = _checks.check_int(patience, "patience", 1, allow_none=True)
     if patience is not None and Xv is None:
         raise ValueError("patience needs validation=(Xv, Yv): it counts epochs without a "
@@ -209,7 +216,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         time_limit: Optional[float] = None, progress: Optional[bool] = None,
         history: tuple = ("loss",), checkpoint_dir: Any = None,
         checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
-        nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
+        checkpoint_on_error: str = "raise", nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
         local_data: bool = False) -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
@@ -283,6 +290,14 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         `checkpoint_dir` (bit-identical to an uninterrupted run); False:
         delete its checkpoints and start over.
       keep: checkpoints kept (the newest), an integer >= 1.
+      checkpoint_on_error: what a failed save does (no space, read-only or
+        forbidden directory: ENOSPC, EDQUOT, EROFS, EACCES, EPERM): "raise"
+        (default; the run stops, older checkpoints stay intact) or "warn" (one
+        `CheckpointWarning` per kind of error, training goes on and the
+        result is returned; checkpoints are then missing). Only one fit at a
+        time may write to a `checkpoint_dir` (a lock held for the whole run);
+        a second raises `fgd.checkpoint.CheckpointLockedError` naming the
+        first one's PID.
       nonfinite: what a NaN/Inf loss does: "stop" (default; warns), "raise"
         (`fgd.faults.NonFiniteLossError`, a FloatingPointError naming epoch
         and batch) or "skip" (mini-batch: skip bad updates; `fgd.faults`).
@@ -306,13 +321,14 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       ValueError, TypeError: a bad argument, named, before anything is traced.
     """
     _checks.check_optimizer(opt)
-    every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep)
+    every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep, checkpoint_on_error)
     opt = faults.wrap(opt, faults.check_policy(nonfinite))
     key = jax.random.key(0) if key is None else key
     setup = prepare(loss, opt, False, params, X, Y, epochs, batch_size, key, goal,
                     nonfinite=nonfinite, diverge=diverge,
                     validation_data=validation, patience=patience, min_grad=min_grad,
-                    time_limit=time_limit, history=history, mesh=mesh, local_data=local_data)
+                    time_limit=time_limit, history=history, mesh=mesh, local_data=local_data,
+                    progress=progress)
     if "lr" in setup.spec.history:
         check_lr_state(opt.init(params))
     carry = chunk.init_carry(setup.spec, params, opt.init(params))
@@ -320,13 +336,17 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         carry = parallel.replicate(mesh, carry)
     saver = open_saver(checkpoint_dir, every, keep, resume, nonfinite, loss, setup,
                                 params, carry.opt_state, {"goal": goal, "min_grad": min_grad,
-                                "patience": patience, "diverge": diverge})
-    carry = carry if saver is None else saver.start(carry)
-    run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs)
-    out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
-                time_limit=time_limit, progress=progress, replay=batch_size is None,
-                saver=saver)
-    out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
+                                "patience": patience, "diverge": diverge}, checkpoint_on_error)
+    try:                    # the saver holds the directory's one-writer lock until the end
+        carry = carry if saver is None else saver.start(carry)
+        run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs)
+        out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
+                    time_limit=time_limit, progress=progress, replay=batch_size is None,
+                    saver=saver)
+        out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
+    finally:
+        if saver is not None:
+            saver.close()
     return finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
 
 

@@ -26,11 +26,23 @@ A sound checkpoint of another model or optimizer raises
 under another configuration (loss, data, batch size, initial params or
 optimizer state, key, stopping rules) raises `ConfigMismatchError` naming
 the entries that differ (the leaf error names them too). `resume=False` deletes the directory's checkpoints
-and starts over.
+and starts over. A checkpoint name that is not a regular file (a FIFO, a
+device, a symbolic link out of the directory) is skipped with a warning and
+left in place; an I/O error while reading (EIO, EACCES, a timeout) is tried
+once more and then raised, never taken for damage.
+
+One writer per directory: the `Saver` holds the directory's lock
+(`fgd.checkpoint.DirectoryLock`) from the start of the fit to its end, so a
+second fit on the same directory raises `CheckpointLockedError` naming the
+first one's PID. `checkpoint_on_error="warn"` lets a run go on when a save
+fails for lack of space or permission (ENOSPC, EDQUOT, EROFS, EACCES, EPERM):
+one `CheckpointWarning` per kind, and the result stays in memory.
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import re
 import time
@@ -45,15 +57,25 @@ from jax.tree_util import keystr
 
 from fgd import checkpoint
 from fgd._version import __version__
+from fgd.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    CheckpointMismatchError,
+    CheckpointWarning,
+    NotRegularFileError,
+)
 from fgd.optim import tree
 from fgd.training.chunk import NONFINITE
-from fgd.checkpoint import CheckpointError, CheckpointManager, CheckpointMismatchError, CheckpointWarning
 
 #: Default `checkpoint_every`: a save at the first chunk end 60 s after the last.
 DEFAULT_EVERY = "60s"
 _SECONDS_RE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|min|h)\s*")
 _UNIT = {"s": 1.0, "min": 60.0, "h": 3600.0}
 _ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]+")
+#: fit's `checkpoint_on_error` choices, and the errors "warn" lets a run survive
+ON_ERROR = ("raise", "warn")
+SAVE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM")
+                        if hasattr(errno, n))
 
 
 class ConfigMismatchError(CheckpointMismatchError):
@@ -67,8 +89,14 @@ class Every(NamedTuple):
     seconds: Optional[float]
 
 
-def check_args(checkpoint_dir: Any, checkpoint_every: Any, resume: Any, keep: Any) -> Every:
+def check_args(checkpoint_dir: Any, checkpoint_every: Any, resume: Any, keep: Any,
+               on_error: Any = "raise") -> Every:
     """Checks fit's checkpoint arguments (nothing is created or traced)."""
+    if not isinstance(on_error, str):
+        raise TypeError(f"checkpoint_on_error must be one of {ON_ERROR}; got "
+                        f"{type(on_error).__name__} {on_error!r}"[:200])
+    if on_error not in ON_ERROR:
+        raise ValueError(f"checkpoint_on_error must be one of {ON_ERROR}; got {on_error!r}")
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
         raise TypeError(f"checkpoint_dir must be a path (str or os.PathLike) or None; got "
                         f"{type(checkpoint_dir).__name__} {checkpoint_dir!r}"[:200])
@@ -83,7 +111,7 @@ def check_args(checkpoint_dir: Any, checkpoint_every: Any, resume: Any, keep: An
                              f"'30s', '5min'); got {every!r}")
         return Every(int(every), None)
     match = _SECONDS_RE.fullmatch(every) if isinstance(every, str) else None
-    if match is None or float(match.group(1)) <= 0:
+    if match is None or not 0 < float(match.group(1)) < math.inf:
         raise ValueError(f"checkpoint_every must be a number of epochs >= 1 or a duration "
                          f"such as '30s', '5min', '1h'; got {every!r}"[:200])
     return Every(None, float(match.group(1)) * _UNIT[match.group(2)])
@@ -162,8 +190,14 @@ class Saver:
     """
 
     def __init__(self, directory, every: Every, keep: int, resume: bool, nonfinite: str,
-                 description: dict, key: Any, names: tuple, dtype: Any):
-        self.manager = CheckpointManager(directory, keep=int(keep))
+                 description: dict, key: Any, names: tuple, dtype: Any, on_error: str = "raise"):
+        self.on_error, self.warned, self.directory = on_error, set(), Path(directory)
+        try:
+            self.manager = CheckpointManager(directory, keep=int(keep), lock=True)
+        except OSError as err:          # no lock file on a read-only or full directory
+            if not self._tolerated(err):
+                raise
+            self.manager = CheckpointManager(directory, keep=int(keep))
         self.every, self.resume, self.nonfinite = every, bool(resume), nonfinite
         self.description = description
         self.fingerprint = checkpoint.fingerprint(description)
@@ -173,12 +207,35 @@ class Saver:
         self.saved: Optional[tuple] = None     # (epoch, stop code) last saved or restored
         self.last_save = time.perf_counter()
 
+    def close(self) -> None:
+        """Releases the directory lock; `fit` calls it however the run ends."""
+        self.manager.close()
+
+    def _tolerated(self, err: OSError) -> bool:
+        """With on_error="warn", warns (once per kind of error) about a failed
+        write and returns True; False for an error to raise."""
+        if self.on_error != "warn" or err.errno not in SAVE_ERRNOS:
+            return False
+        kind = errno.errorcode.get(err.errno, str(err.errno))
+        if kind not in self.warned:
+            self.warned.add(kind)
+            warnings.warn(f"fit: could not write in checkpoint directory "
+                          f"{os.fspath(self.directory)!r} "
+                          f"({kind}: {err.strerror}); training goes on and its result stays in "
+                          f"memory (checkpoint_on_error='warn'); further {kind} failures of this "
+                          f"run are not reported", CheckpointWarning, stacklevel=5)
+        return True
+
     # -- restore
     def _like(self, carry, epoch: int) -> dict:
         history = {n: jax.ShapeDtypeStruct((epoch,), self.dtype) for n in self.names}
         return {"carry": carry, "key": self.key, "history": history}
 
     def _skip(self, path: Path, err: Exception) -> None:
+        if isinstance(err, NotRegularFileError):        # not a file of ours: never renamed
+            warnings.warn(f"{err}; skipped it (left in place) and trying the previous "
+                          f"checkpoint", CheckpointWarning, stacklevel=4)
+            return
         try:
             os.replace(path, path.with_name(path.name + ".corrupt"))
         except OSError:
@@ -190,8 +247,12 @@ class Saver:
         """The carry to begin with: the newest good checkpoint's (resume) or `carry`."""
         steps = self.manager.steps()
         if not self.resume:
-            for step in steps:
-                self.manager.path(step).unlink(missing_ok=True)
+            left = [step for step in steps if not self.manager.remove(step)]
+            if left:
+                warnings.warn(f"resume=False: left {len(left)} checkpoint name(s) that are not "
+                              f"regular files in place ({', '.join(f'ckpt-{s}.npz' for s in left)})",
+                              CheckpointWarning, stacklevel=3)
+            steps = [step for step in steps if step not in left]
             if steps:
                 warnings.warn(f"resume=False: deleted {len(steps)} checkpoint(s) of an earlier "
                               f"run in {os.fspath(self.manager.directory)!r}", CheckpointWarning,
@@ -251,8 +312,14 @@ class Saver:
     def save(self, carry, history: dict) -> None:
         epoch = int(carry.epoch)
         state = {"carry": carry, "key": self.key, "history": history}
-        self.manager.save(epoch, state, {"epoch": epoch, "fingerprint": self.fingerprint,
-                                        "config": self.description})
+        try:
+            self.manager.save(epoch, state, {"epoch": epoch, "fingerprint": self.fingerprint,
+                                            "config": self.description})
+        except OSError as err:
+            if not self._tolerated(err):
+                raise
+            self.last_save = time.perf_counter()     # try again at the next due save
+            return
         self.saved, self.last_save = (epoch, int(carry.stop)), time.perf_counter()
 
     def chunk_done(self, carry, chunks: list) -> None:
@@ -304,7 +371,8 @@ class Saver:
 
 
 def open_saver(checkpoint_dir: Any, every: Every, keep: int, resume: bool, nonfinite: str,
-               loss: Any, setup: Any, params: Any, opt_state: Any, rules: dict) -> Optional[Saver]:
+               loss: Any, setup: Any, params: Any, opt_state: Any, rules: dict,
+               on_error: str = "raise") -> Optional[Saver]:
     """fit's Saver for `checkpoint_dir` (None: no checkpoints). `setup` is fit's
     checked `fit.Setup`; `params`, `opt_state` the initial ones."""
     if checkpoint_dir is None:
@@ -312,4 +380,4 @@ def open_saver(checkpoint_dir: Any, every: Every, keep: int, resume: bool, nonfi
     description = describe(loss, setup.spec.batch_size, setup.data, params, opt_state,
                            setup.spec.history, {**rules, "nonfinite": nonfinite})
     return Saver(checkpoint_dir, every, keep, resume, nonfinite, description, setup.data.key,
-                 setup.spec.history, tree.scalar_dtype(params))
+                 setup.spec.history, tree.scalar_dtype(params), on_error)

@@ -11,6 +11,7 @@ jits it for users who write their own loop.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -72,4 +73,13 @@ def make_step(loss: Callable, optimizer: Any, *, donate: bool = False, mesh: Any
 
     if mesh is not None:
         return parallel.sharded_step(update, mesh)
-    return jax.jit(update, donate_argnums=(0, 1) if donate else ())
+    jitted = jax.jit(update, donate_argnums=(0, 1) if donate else ())
+
+    @functools.wraps(update)
+    def checked(params, opt_state, X, Y):
+        # a string or object X would otherwise fail deep in JAX's argument parsing
+        return jitted(params, opt_state, _checks.as_data(X, "X"), _checks.as_data(Y, "Y"))
+
+    checked.jitted = jitted          # .lower(...) and the other jit methods
+    checked.lower = jitted.lower
+    return checked

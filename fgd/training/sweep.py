@@ -79,6 +79,9 @@ def _stacked_params(init: Any, keys: Optional[PRNGKey]) -> tuple[Params, int]:
         if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) or keys.ndim != 1:
             raise TypeError(f"keys must be a 1-D array of PRNG keys such as "
                             f"jax.random.split(key, 16); got {_checks._describe(keys)}")
+        if keys.shape[0] == 0:
+            raise ValueError("keys must hold at least one PRNG key (one per initialisation); "
+                             "got 0")
         return jax.vmap(init)(keys), int(keys.shape[0])
     if keys is not None:
         raise ValueError("keys is only for an init function; stacked params already hold the inits")
@@ -110,6 +113,8 @@ def _rates(make_opt: Any, lrs: Optional[Sequence[float]]) -> tuple[bool, np.ndar
         raise TypeError(f"lrs must be a non-empty 1-D sequence of numbers; got {lrs!r}"[:200])
     if not np.all(np.isfinite(rates)) or np.any(rates < 0):
         raise ValueError(f"lrs must be finite numbers >= 0; got {rates}")
+    for rate in np.unique(rates):       # inside the program the rate is traced, unchecked:
+        make_opt(float(rate))           # run the optimizer's own checks on each value now
     return True, rates.astype(np.float64)
 
 
@@ -154,7 +159,8 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
     one = jax.tree.map(lambda a: a[0], params)
     setup = prepare(loss, make_opt, factory, one, X, Y, epochs, batch_size, key, goal,
                           validation_data=validation, patience=patience, min_grad=min_grad,
-                          time_limit=time_limit, history=history)
+                          time_limit=time_limit, history=history, progress=progress)
+    _checks.check_finite_tree(params, "init")
     spec, n_rate = setup.spec._replace(batched=True), rates.size
     hparams = jnp.asarray(np.tile(rates, n_init), tree.scalar_dtype(one))
     carry = _start(spec, n_rate, params, hparams)
