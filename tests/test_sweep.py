@@ -97,9 +97,12 @@ def sweep_module():
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_runs_in_concurrent_groups_equal_one_group(traffic, monkeypatch, n):
-    """Split into n groups driven from n threads, every run is bit-identical
-    to the one-program sweep: runs stopping at different epochs (goal,
-    divergence), histories padded with NaN to the longest group."""
+    """Split into n groups driven from n threads, every run equals the
+    one-program sweep (bit for bit on the newest JAX; older XLA:CPU may
+    vectorise a group's sums otherwise, within float64 rounding): runs
+    stopping at different epochs (goal, divergence), histories padded with
+    NaN to the longest group."""
+    same = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
     X, Y = traffic
     kwargs = dict(init=init, keys=KEYS, lrs=[0.05, 4.0, 0.01], epochs=300, goal=0.25)
     with pytest.warns(RuntimeWarning, match="NaN/Inf"):
@@ -108,12 +111,13 @@ def test_runs_in_concurrent_groups_equal_one_group(traffic, monkeypatch, n):
     with pytest.warns(RuntimeWarning, match="NaN/Inf"):
         split = fgd.sweep(LOSS, fgd.sgd, X, Y, **kwargs)
     assert len(set(one.epochs.ravel())) > 2                # runs stopped at different epochs
-    for field in ("epochs", "stop_reason", "updates", "nonfinite_epoch", "final_loss"):
+    for field in ("epochs", "stop_reason", "updates", "nonfinite_epoch"):
         np.testing.assert_array_equal(getattr(split, field), getattr(one, field))
-    np.testing.assert_array_equal(split.history["loss"], one.history["loss"])
+    same(split.final_loss, one.final_loss)
+    same(split.history["loss"], one.history["loss"])
     for a, b in zip(jax.tree.leaves((split.params, split.opt_state)),
                     jax.tree.leaves((one.params, one.opt_state))):
-        np.testing.assert_array_equal(a, b)
+        same(a, b)
 
 
 def test_groups_one_per_core_on_cpu_only(monkeypatch):
