@@ -305,7 +305,7 @@ def check_grad(loss: Callable, params: Any, *data: Any, grad: Callable, seed: in
 
 # --- a layer's backward pass ----------------------------------------------------
 def check_vjp(f: Callable, f_backward: Callable, *inputs: Any, seed: int = 0,
-              fd_entries: Optional[int] = None) -> GradCheckReport:
+              fd_entries: Optional[int] = None, _ms: Optional[tuple] = None) -> GradCheckReport:
     """Check a layer's hand backward pass against jax.vjp and finite differences.
 
     With a random cotangent dout (standard normal, of f's output shape, from
@@ -363,12 +363,14 @@ def check_vjp(f: Callable, f_backward: Callable, *inputs: Any, seed: int = 0,
                                  f"as a tuple); got {n}")
             return tuple(got)
 
-        return _run(J, xs, (), hand, who="f_backward", names=names, ms=(), seed=seed,
+        ms = _examples(inputs) if _ms is None else _ms
+        return _run(J, xs, (), hand, who="f_backward", names=names, ms=ms, seed=seed,
                     fd_entries=fd_entries, title="backward pass", pname="inputs")
 
 
 # --- the model form ---------------------------------------------------------------
 def _user_functions(net: Any, cost: Any, p64: Any, X64, Y64, seed: int) -> list:
+    ms = (int(Y64.shape[-1]),)
     """Rows checking the user's own activations (their vjp, i.e. g') and cost
     derivative at the values the model takes at params."""
     cache = net.forward(p64, X64)
@@ -381,18 +383,20 @@ def _user_functions(net: Any, cost: Any, p64: Any, X64, Y64, seed: int) -> list:
     for act, Zs in seen.items():
         for k, Z in enumerate(Zs):
             rep = check_vjp(lambda z, g=act.fn: g(z), lambda dA, z, a=act: a.vjp(z, a.fn(z), dA),
-                            Z, seed=seed)
+                            Z, seed=seed, _ms=ms)
             where = f"activation {act.name!r}" + (f" (use {k + 1})" if len(Zs) > 1 else "")
             rows.append(dataclasses.replace(rep.rows[0], name=f"{where}: g'", layer="", leaf=f"{where}: g'"))
     if isinstance(cost, losses.Cost):
         Z, A, g = cache.Z[-1], cache.A[-1], net.output_activation
         if cost.dA is not None:
-            rep = check_grad(lambda A_: cost.fn(A_, Y64), A, grad=lambda A_: cost.dA(A_, Y64), seed=seed)
+            rep = _run(lambda A_: cost.fn(A_, Y64), A, (), lambda A_: cost.dA(A_, Y64), who="dJ_dA",
+                       names=None, ms=ms, seed=seed, fd_entries=None, title="cost derivative", pname="A")
             rows.append(dataclasses.replace(rep.rows[0], name=f"cost {cost.name!r}: dJ/dA", layer="",
                                             leaf=f"cost {cost.name!r}: dJ/dA"))
         if cost.dZ is not None:
-            rep = check_grad(lambda Z_: cost.fn(g.fn(Z_), Y64), Z,
-                             grad=lambda Z_: cost.dZ(Z_, g.fn(Z_), Y64), seed=seed)
+            rep = _run(lambda Z_: cost.fn(g.fn(Z_), Y64), Z, (), lambda Z_: cost.dZ(Z_, g.fn(Z_), Y64),
+                       who="dJ_dZ", names=None, ms=ms, seed=seed, fd_entries=None,
+                       title="cost derivative", pname="Z")
             rows.append(dataclasses.replace(rep.rows[0], name=f"cost {cost.name!r}: dJ/dZ", layer="",
                                             leaf=f"cost {cost.name!r}: dJ/dZ"))
     return rows
