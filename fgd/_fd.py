@@ -39,6 +39,8 @@ ROUND_C = 1e4        # one loss evaluation is taken to carry ROUND_C eps |J| of 
 KINK_REL = 0.05
 CHUNK_ELEMS = 2**22  # (stencil points x parameters) per vmapped call: bounds the memory
 MAX_CHUNK = 256      # entries per vmapped call
+SEQUENTIAL_BELOW = 8  # fewer entries than this per vmapped call: evaluate in a loop instead
+SEQUENTIAL_CHUNK = 32  # entries per call then
 
 #: the errors a loss that JAX cannot trace raises; finite differences then run eagerly
 _TRACE_ERRORS = tuple(getattr(jax.errors, n) for n in (
@@ -65,14 +67,20 @@ def steps(flat: np.ndarray, leaf_of: np.ndarray, leaf_rms: np.ndarray) -> np.nda
 
 def _evaluator(J_flat: Callable, flat: jax.Array, n_params: int) -> Callable:
     """(idx (c,), h (c,)) -> J at theta + [h, -h, 2h, -2h] e_k, shape (4, c)."""
-    chunk = int(max(1, min(MAX_CHUNK, CHUNK_ELEMS // (4 * n_params))))
+    chunk = int(min(MAX_CHUNK, CHUNK_ELEMS // (4 * n_params)))
+    # small models: the 4c evaluations batched by vmap; large ones: one after the other
+    # inside one compiled loop (a batch of copies of large parameters is slower than a loop)
+    sequential = chunk < SEQUENTIAL_BELOW
+    chunk = SEQUENTIAL_CHUNK if sequential else chunk
     offsets = jnp.asarray([1.0, -1.0, 2.0, -2.0])
 
     @jax.jit
     def batch(theta, idx, h):
         k = jnp.tile(idx, 4)
         dh = (offsets[:, None] * h[None, :]).reshape(-1)
-        return jax.vmap(lambda kk, d: J_flat(theta.at[kk].add(d)))(k, dh).reshape(4, -1)
+        at = lambda kd: J_flat(theta.at[kd[0]].add(kd[1]))   # noqa: E731
+        out = jax.lax.map(at, (k, dh)) if sequential else jax.vmap(lambda kk, d: at((kk, d)))(k, dh)
+        return out.reshape(4, -1)
 
     def eager(idx, h):
         out = np.empty((4, len(idx)))
