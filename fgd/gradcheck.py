@@ -36,8 +36,18 @@ from jax.flatten_util import ravel_pytree
 
 from fgd import _checks, _fd, losses
 from fgd.backprop import backprop as fgd_backprop
-from fgd.gradreport import (AUTODIFF_TOL, COMPARISONS, FD_TOL, GradCheckReport, LeafCheck, Worst,
-                            floor, hand_tolerance, hint, rel_error)
+from fgd.gradreport import (
+    AUTODIFF_TOL,
+    COMPARISONS,
+    FD_TOL,
+    GradCheckReport,
+    LeafCheck,
+    Worst,
+    floor,
+    hand_tolerance,
+    hint,
+    rel_error,
+)
 from fgd.nn import activations
 
 __all__ = ["check_grad", "check_gradients", "check_vjp", "GradCheckReport", "LeafCheck",

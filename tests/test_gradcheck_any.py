@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import fgd
+from fgd.backprop import output_delta
 from fgd.nn import conv_ops
-from fgd.nn.mlp import Cache
 
 RNG = np.random.default_rng(0)
 
@@ -23,8 +23,7 @@ def scaled(grads, layer, factor):
 def backprop_W_for_WT(net, cost, params, X, Y, l2=0.0, l1=0.0):
     """fgd.backprop's dense backward with W[l] where W[l]^T belongs (square layers only)."""
     cache = net.forward(params, X)
-    dZ = fgd.backprop.__globals__["output_delta"](cost, net.output_activation, cache.Z[-1], cache.A[-1],
-                                                 jnp.asarray(Y))
+    dZ = output_delta(cost, net.output_activation, cache.Z[-1], cache.A[-1], jnp.asarray(Y))
     L = len(params)
     grads = [None] * L
     for l in range(L, 0, -1):
@@ -445,3 +444,19 @@ def test_float32_inputs_are_checked_in_float64():
     assert fgd.check_grad(nested_loss, p, X, Y, grad=f32).ok
     slip = lambda p, X, Y: jax.tree_util.tree_map(lambda g: np.float32(g * 1.001), nested_grad(p, X, Y))  # noqa: E731
     assert not fgd.check_grad(nested_loss, p, X, Y, grad=slip).ok
+
+
+def test_finite_differences_in_a_loop_as_for_large_models(monkeypatch):
+    # models too large for a vmapped batch of parameter copies evaluate the stencils in a loop
+    from fgd import _fd
+    monkeypatch.setattr(_fd, "SEQUENTIAL_BELOW", 10**9)
+    monkeypatch.setattr(_fd, "SEQUENTIAL_CHUNK", 4)
+    X, Y = RNG.normal(size=(3, 8)), RNG.normal(size=(2, 8))
+    p = nested_params()
+    loop = fgd.check_grad(nested_loss, p, X, Y, grad=nested_grad)
+    monkeypatch.undo()
+    batched = fgd.check_grad(nested_loss, p, X, Y, grad=nested_grad)
+    assert loop.ok and batched.ok
+    for a, b in zip(loop.rows, batched.rows):        # the same differences, up to rounding
+        assert a.errors["hand~fd"] == pytest.approx(b.errors["hand~fd"], abs=1e-11)
+        assert a.errors["hand~fd"] < 1e-10
