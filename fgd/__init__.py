@@ -16,6 +16,12 @@ from fgd.losses import COSTS, Loss, make_loss
 from fgd.backprop import backprop, local_gradients
 from fgd.gradcheck import GradCheckReport, check_gradients
 
+# --- checking hand-derived gradients of any code: losses, pytrees, layers, user functions
+from fgd.nn.activations import Activation
+from fgd.losses import Cost
+from fgd.gradcheck import check_grad, check_vjp
+from fgd import testing
+
 # --- optimizers, transforms, schedules, tree arithmetic ------------------------
 from fgd.optim import schedules
 from fgd.optim.base import Optimizer
@@ -40,6 +46,7 @@ __all__ = [
     "ACTIVATIONS", "MLP", "CNN", "Conv", "MaxPool", "AvgPool", "Flatten", "Dense",
     "COSTS", "Loss", "make_loss", "backprop", "local_gradients",
     "GradCheckReport", "check_gradients",
+    "Activation", "Cost", "check_grad", "check_vjp", "testing",
     "schedules", "Optimizer", "sgd", "adagrad", "rmsprop", "adam", "adamw", "current_lr",
     "chain", "clip_by_value", "clip_by_global_norm", "add_decayed_weights",
     "apply_if_finite", "adaptive_lr", "weights_only", "apply_updates", "global_norm",

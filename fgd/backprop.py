@@ -37,13 +37,21 @@ import jax.numpy as jnp
 
 from fgd import _checks, losses
 from fgd._types import Array
-from fgd.nn.activations import Activation
+from fgd.nn.activations import Activation, is_builtin
 
 
-def output_delta(cost: str, act: Activation, Z: Array, A: Array, Y: Array) -> Array:
-    """dZ[L] = dJ/dZ[L] for `cost` after the output activation `act` (n[L], m)."""
+def output_delta(cost, act: Activation, Z: Array, A: Array, Y: Array) -> Array:
+    """dZ[L] = dJ/dZ[L] for `cost` after the output activation `act` (n[L], m).
+
+    A user's `fgd.Cost` gives its own dJ/dZ(Z, A, Y), or dJ/dA(A, Y) which the
+    output activation's vjp turns into dZ[L].
+    """
+    if isinstance(cost, losses.Cost):
+        if cost.dZ is not None:
+            return cost.dZ(Z, A, Y)
+        return act.vjp(Z, A, cost.dA(A, Y))
     s = losses.data_scale(cost, Y.shape[-1])
-    if cost in losses.CANONICAL.get(act.name, ()):
+    if is_builtin(act) and cost in losses.CANONICAL.get(act.name, ()):
         if act.name == "softmax":
             # dJ/dZ = A sum_i(Y_i) - Y per column: A - Y for one-hot (or probability)
             # columns, but targets in [0, 1] need not sum to 1
@@ -58,7 +66,7 @@ def output_delta(cost: str, act: Activation, Z: Array, A: Array, Y: Array) -> Ar
     return act.vjp(Z, A, dA)
 
 
-def add_penalty_grads(grads: Any, params: Any, cost: str, m: int, l2: float, l1: float) -> Any:
+def add_penalty_grads(grads: Any, params: Any, cost, m: int, l2: float, l1: float) -> Any:
     """dW += s (l2 W + l1 sign(W)) on every leaf under the key "W"."""
     s = losses.data_scale(cost, m)
 
@@ -99,7 +107,7 @@ def backprop(net, cost, params, X, Y, l2: float = 0.0, l1: float = 0.0) -> list:
 
     Args:
       net: the model (e.g. `fgd.MLP`).
-      cost: "sse", "mse", "bce" or "cross_entropy".
+      cost: "sse", "mse", "bce" or "cross_entropy", or a user's `fgd.Cost`.
       params: [{"W": (n[l], n[l-1]), "b": (n[l], 1)}, ...]; their dtype is kept.
       X: (n[0], m) inputs, one column per example.  Y: (n[L], m) targets.
       l2, l1: penalty strengths (weights only).

@@ -16,17 +16,26 @@ data term:
 With a sigmoid output, bce is computed from the logits Z as
 sum(softplus(Z) - Y Z) / m, and with a softmax output cross_entropy as
 -sum(Y log_softmax(Z)) / m, so saturated units give finite values.
+
+A user's own cost is `Cost(name, J, dJ_dA)` (or `dJ_dZ=`): J(A, Y) -> scalar,
+with its hand derivative dJ/dA(A, Y) -> (n[L], m), or dJ/dZ(Z, A, Y) for the
+pair with the output activation. fgd's backprop starts from it
+(dZ[L] = dJ/dA * g'(Z[L]), or the given dJ/dZ) and `fgd.check_gradients`
+checks it against autodiff of J. `mean=True` (the default) scales penalties
+by 1/m, as mse; `mean=False` leaves them unscaled, as sse.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import xlogy
 
 from fgd import _checks
+from fgd.nn.activations import is_builtin
 
 Array = jax.Array
 
@@ -35,19 +44,74 @@ COSTS = ("sse", "mse", "bce", "cross_entropy")
 CANONICAL = {"sigmoid": ("bce",), "softmax": ("cross_entropy",), "identity": ("sse", "mse")}
 
 
-def check_cost(cost: Any) -> str:
+class _CostFields(NamedTuple):
+    name: str
+    fn: Callable[[Array, Array], Array]                 # J(A, Y) -> scalar
+    dA: Optional[Callable[[Array, Array], Array]]       # dJ/dA (A, Y) -> (n, m)
+    dZ: Optional[Callable[[Array, Array, Array], Array]]  # dJ/dZ (Z, A, Y) -> (n, m)
+    mean: bool                                          # penalties x 1/m (True) or x 1
+
+
+class Cost(_CostFields):
+    """A user's cost J(A, Y) with its hand derivative, for `make_loss`.
+
+    Args:
+      name: shown in reports; not one of the built-in names.
+      J: the data term J(A[L], Y) -> scalar, A and Y of shape (n[L], m).
+      dJ_dA: the hand dJ/dA(A, Y) -> (n[L], m); backprop then takes
+        dZ[L] = dJ/dA * g'(Z[L]) (the output activation's vjp).
+      dJ_dZ: or the hand dJ/dZ(Z, A, Y) -> (n[L], m) for the pair with the
+        output activation (used when both are given).
+      mean: True scales the penalties by 1/m (J averages over examples),
+        False leaves them unscaled (J sums, as sse).
+
+    Hashable (a NamedTuple of the functions), so a Loss holding it is too.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, J: Callable, dJ_dA: Optional[Callable] = None, *,
+                dJ_dZ: Optional[Callable] = None, mean: bool = True):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Cost: name must be a non-empty string; got {name!r}"[:200])
+        if name in COSTS:
+            raise ValueError(f"Cost: {name!r} is the name of a built-in cost; give yours another name")
+        for arg, f in (("J", J), ("dJ_dA", dJ_dA), ("dJ_dZ", dJ_dZ)):
+            if f is not None and not callable(f) or (arg == "J" and f is None):
+                raise TypeError(f"Cost {name!r}: {arg} must be a function; got {type(f).__name__}")
+        if dJ_dA is None and dJ_dZ is None:
+            raise TypeError(f"Cost {name!r}: give its hand derivative, dJ_dA(A, Y) or dJ_dZ(Z, A, Y)")
+        if not isinstance(mean, (bool, np.bool_)):
+            raise TypeError(f"Cost {name!r}: mean must be True or False; got {mean!r}")
+        return super().__new__(cls, name, J, dJ_dA, dJ_dZ, bool(mean))
+
+
+def check_cost(cost: Any):
+    """A built-in cost name or a user's `Cost`."""
+    if isinstance(cost, Cost):
+        return cost
     if not isinstance(cost, str) or cost not in COSTS:
-        raise ValueError(f"cost must be one of {', '.join(map(repr, COSTS))}; got {cost!r}")
+        raise ValueError(f"cost must be one of {', '.join(map(repr, COSTS))} or an "
+                         f"fgd.Cost(name, J, dJ_dA); got {cost!r}"[:300])
     return cost
 
 
-def data_scale(cost: str, m: int) -> float:
-    """1 for sse, 1/m for the costs that average over examples."""
+def cost_name(cost: Any) -> str:
+    return cost.name if isinstance(cost, Cost) else cost
+
+
+def data_scale(cost, m: int) -> float:
+    """1 for sse (and a Cost with mean=False), 1/m for the costs that average over examples."""
+    if isinstance(cost, Cost):
+        return 1.0 / m if cost.mean else 1.0
     return 1.0 if cost == "sse" else 1.0 / m
 
 
-def cost_value(cost: str, output: str, Z: Array, A: Array, Y: Array) -> Array:
-    """The data term J(A[L], Y); `output` is the canonical output activation name."""
+def cost_value(cost, output: str, Z: Array, A: Array, Y: Array) -> Array:
+    """The data term J(A[L], Y); `output` is the canonical output activation name
+    (None for a user's activation)."""
+    if isinstance(cost, Cost):
+        return cost.fn(A, Y)
     m = Y.shape[-1]
     if cost == "sse":
         return 0.5 * jnp.sum((A - Y) ** 2)
@@ -84,11 +148,9 @@ def penalty(params: Any, cost: str, m: int, l2: float, l1: float) -> Array:
     return total * data_scale(cost, m)
 
 
-def check_targets(cost: str, Y: Any, name: str = "Y") -> None:
+def check_targets(cost: Any, Y: Any, name: str = "Y") -> None:
     """bce needs targets in [0, 1] (a concrete Y only)."""
-    if cost in ("bce", "cross_entropy") and not _checks.is_traced(Y):
-        import numpy as np
-
+    if isinstance(cost, str) and cost in ("bce", "cross_entropy") and not _checks.is_traced(Y):
         y = np.asarray(Y).astype(np.float64)
         if y.min() < 0 or y.max() > 1:
             raise ValueError(
@@ -106,7 +168,7 @@ class Loss:
     """
 
     net: Any
-    cost: str
+    cost: Any            # a name of COSTS or a Cost
     l2: float = 0.0
     l1: float = 0.0
 
@@ -118,7 +180,8 @@ class Loss:
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
         Y = jnp.asarray(Y, dtype)
         cache = self.net.forward(params, X)
-        J = cost_value(self.cost, self.net.output_activation.name, cache.Z[-1], cache.A[-1], Y)
+        out = self.net.output_activation
+        J = cost_value(self.cost, out.name if is_builtin(out) else None, cache.Z[-1], cache.A[-1], Y)
         if self.l2 or self.l1:
             J = J + penalty(params, self.cost, Y.shape[-1], self.l2, self.l1)
         return J
@@ -129,7 +192,8 @@ def make_loss(net: Any, cost: str = "sse", l2: float = 0.0, l1: float = 0.0) -> 
 
     Args:
       net: a model such as `fgd.MLP`.
-      cost: "sse", "mse", "bce" or "cross_entropy" (see the module docstring).
+      cost: "sse", "mse", "bce" or "cross_entropy" (see the module docstring),
+        or a user's `fgd.Cost(name, J, dJ_dA)`.
       l2, l1: penalty strengths >= 0 on the weights (never the biases).
     """
     if not (hasattr(net, "forward") and hasattr(net, "check_input")):

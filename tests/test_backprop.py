@@ -370,7 +370,7 @@ def test_bad_params_are_rejected(fn, params, match):
 
 @pytest.mark.parametrize("fn", ENTRY_POINTS, ids=lambda f: f.__name__)
 def test_unknown_cost_and_non_model(fn):
-    with pytest.raises(ValueError, match=r"cost must be one of 'sse', 'mse', 'bce', 'cross_entropy'; got 'hinge'"):
+    with pytest.raises(ValueError, match=r"cost must be one of 'sse', 'mse', 'bce', 'cross_entropy' or an fgd.Cost\(name, J, dJ_dA\); got 'hinge'"):
         fn(NET, "hinge", PARAMS, X_OK, Y_OK)
     with pytest.raises(TypeError, match=r"net must be a model such as fgd.MLP; got tuple"):
         fn((3, 4, 2), "bce", PARAMS, X_OK, Y_OK)

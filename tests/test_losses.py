@@ -185,7 +185,7 @@ X_OK, Y_OK = np.ones((3, 5)), np.full((2, 5), 0.5)
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        ({"cost": "hinge"}, ValueError, r"cost must be one of 'sse', 'mse', 'bce', 'cross_entropy'; got 'hinge'"),
+        ({"cost": "hinge"}, ValueError, r"cost must be one of 'sse', 'mse', 'bce', 'cross_entropy' or an fgd.Cost\(name, J, dJ_dA\); got 'hinge'"),
         ({"l2": -0.1}, ValueError, r"l2 must be a finite number >= 0; got -0.1"),
         ({"l1": -1.0}, ValueError, r"l1 must be a finite number >= 0; got -1.0"),
         ({"l2": float("nan")}, ValueError, r"l2 must be a finite number >= 0; got nan"),

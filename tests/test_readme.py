@@ -24,10 +24,13 @@ def test_backprop_check_in_three_lines_runs_and_passes(capsys):
 def test_optimizer_chain_and_step_run():
     import fgd
 
-    namespace: dict = {}
-    exec(python_block("## Check a backprop of your own"), namespace)
-    net, X, Y = namespace["net"], namespace["X"], namespace["Y"]
-    before = float(fgd.make_loss(net, "sse")(namespace["params"], X, Y))
+    import jax
+
+    namespace: dict = {"jax": jax, "fgd": fgd}
+    exec(python_block("## Check a backprop of your own"), namespace)   # gives X, Y (3, 20), (2, 20)
+    X, Y = namespace["X"], namespace["Y"]
+    net = fgd.MLP((3, 8, 2), hidden="sigmoid", output="identity")
+    before = float(fgd.make_loss(net, "sse")(net.init(jax.random.key(0), scheme="small"), X, Y))
     exec(python_block("## Optimizers and the jitted step"), namespace)
     # the step returns the loss at the params it started from
     assert float(namespace["loss_value"]) == pytest.approx(before, rel=1e-6)

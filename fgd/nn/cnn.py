@@ -187,6 +187,7 @@ class CNN:
         the last Dense gives the outputs.
       hidden: activation after every Conv and every Dense but the last.
       output: activation of the last Dense (the hidden ones, or softmax).
+        Either may also be a user's `fgd.Activation(name, g, g_prime)`.
 
     Frozen and hashable, validated at construction; `shapes` holds each
     layer's output shape.

@@ -64,6 +64,7 @@ class MLP:
       hidden: activation of layers 1..L-1 (sigmoid/logsig, tanh/tansig, relu,
         leaky_relu, identity/linear/purelin).
       output: activation of layer L (the hidden ones, or softmax).
+        Either may also be a user's `fgd.Activation(name, g, g_prime)`.
 
     Frozen and hashable, so it can be a static argument of a jitted function.
     """
