@@ -23,7 +23,7 @@ from hypothesis import settings
 
 #: test modules (file stems) that run with x64 on
 FLOAT64_MODULES = frozenset({
-    "test_activations", "test_backprop", "test_checkpoint", "test_conv", "test_data", "test_gradcheck",
+    "test_activations", "test_backprop", "test_checkpoint", "test_conv", "test_data", "test_gradcheck", "test_gradcheck_any",
     "test_losses", "test_models", "test_optimizers", "test_schedules", "test_sweep", "test_train",
     "test_reliability", "test_robustness", "test_transforms", "test_tree",
 })
