@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import _cache, _checks, _compile, parallel
+from fgd import _cache, _checks, _compile, metrics, parallel
 from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.losses import Loss
 from fgd.optim import tree
@@ -99,6 +99,7 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         raise ValueError("patience needs validation=(Xv, Yv): it counts epochs without a "
                          "lower validation loss")
     names = check_history(history, Xv is not None)
+    metrics.check_history(loss, names, Xv is not None)
 
     if mesh is not None:
         X, Y, Xv, Yv = parallel.place_training_data(mesh, X, Y, Xv, Yv, batch_size=batch_size,
@@ -174,7 +175,8 @@ class FitResult(NamedTuple):
         `fit` for which params a stopped run returns.
       opt_state: the optimizer's own state, as its `init` made it, at the same point.
       history: name -> numpy array with one value per epoch run
-        ("loss" always; "val_loss", "grad_norm", "lr" when recorded).
+        ("loss" always; "val_loss", "grad_norm", "lr", "accuracy",
+        "val_accuracy", "mse", "val_mse" when recorded).
       epochs: epochs run, `len(history["loss"])`.
       stop_reason: "epochs", "goal", "min_grad", "patience", "time_limit"
         or "nonfinite".
@@ -270,9 +272,14 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       min_grad: a number >= 0 (see above).
       time_limit: seconds > 0.
       progress: a tqdm bar per chunk; None shows it when stderr is a terminal.
-      history: names among ("loss", "val_loss", "grad_norm", "lr") to record;
-        "loss" always, "val_loss" whenever validation is given. "lr" is
-        `fgd.current_lr` of the state the update starts from.
+      history: names among ("loss", "val_loss", "grad_norm", "lr", "accuracy",
+        "val_accuracy", "mse", "val_mse") to record; "loss" always, "val_loss"
+        whenever validation is given. "lr" is `fgd.current_lr` of the state
+        the update starts from. The metrics (`fgd.metrics`, an `fgd.Loss`
+        needed) are computed on the device: "accuracy" and "mse" on all of
+        (X, Y), the "val_" ones on the validation data, at the params
+        "val_loss" is taken at (full batch: those the update starts from;
+        mini-batch: those the epoch ends with).
       checkpoint_dir: a directory for `ckpt-<epoch>.npz` files holding the whole
         training state (`fgd.resume`); None (default) saves nothing.
       checkpoint_every: an int N: save after every N-th epoch (chunks end
