@@ -33,6 +33,7 @@ from fgd.training import faults, resume
 # --- using a trained model: metrics, evaluate; logs of a run (callbacks) ----------
 from fgd import metrics
 from fgd.metrics import evaluate
+from fgd.training.callbacks import CSVLogger, TensorBoardLogger
 
 # --- data, checkpoints, scale-out (plots is imported on its own: matplotlib is optional)
 from fgd import checkpoint, data, parallel
@@ -49,5 +50,5 @@ __all__ = [
     "make_step", "FitResult", "fit", "SweepResult", "sweep", "faults", "resume",
     "checkpoint", "data", "parallel", "clear_caches",
     # using a trained model, logs of a run
-    "metrics", "evaluate",
+    "metrics", "evaluate", "CSVLogger", "TensorBoardLogger",
 ]

@@ -35,6 +35,7 @@ from fgd.losses import Loss
 from fgd.optim import tree
 from fgd.optim.optimizers import check_lr_state
 from fgd.training import chunk, driver, faults
+from fgd.training.callbacks import check_callbacks, close_all
 from fgd.training.resume import check_args as resume_checks, open_saver
 
 
@@ -212,7 +213,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         history: tuple = ("loss",), checkpoint_dir: Any = None,
         checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
         nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
-        local_data: bool = False) -> FitResult:
+        local_data: bool = False, callbacks: Any = None) -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
     Modes:
@@ -305,6 +306,11 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         process passes the same full X, Y (and validation) and fgd keeps its
         devices' slice; True, process p passes only its own contiguous block
         of the examples, the p-th of `jax.process_count()` equal blocks.
+      callbacks: callables `cb(epochs, rows)` called on the host after each
+        chunk of epochs (never per step) with the `range` of epochs it ran and
+        its history rows, name -> array; `cb.close()`, if defined, when fit
+        ends. Built in: `fgd.CSVLogger(path)`, `fgd.TensorBoardLogger(logdir)`
+        (`fgd.training.callbacks`).
 
     Returns:
       A `FitResult`.
@@ -314,6 +320,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
     """
     _checks.check_optimizer(opt)
     every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep)
+    callbacks = check_callbacks(callbacks)
     opt = faults.wrap(opt, faults.check_policy(nonfinite))
     key = jax.random.key(0) if key is None else key
     setup = prepare(loss, opt, False, params, X, Y, epochs, batch_size, key, goal,
@@ -330,9 +337,12 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
                                 "patience": patience, "diverge": diverge})
     carry = carry if saver is None else saver.start(carry)
     run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs)
-    out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
-                time_limit=time_limit, progress=progress, replay=batch_size is None,
-                saver=saver)
+    try:
+        out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
+                           time_limit=time_limit, progress=progress, replay=batch_size is None,
+                           saver=saver, callbacks=callbacks)
+    finally:
+        close_all(callbacks)
     out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
     return finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
 
