@@ -75,3 +75,21 @@ def test_traffic_prints_forecasts_as_plain_numbers_and_min_sse_includes_the_fina
     assert re.search(r"\b\d{1,3},\d{3}\b", table) and "e+0" not in table
     numbers = json.loads((tmp_path / "traffic" / "results.json").read_text())
     assert numbers["min_sse"] <= numbers["final_sse"]
+
+
+def test_optimizer_paths_window_holds_every_path_and_has_a_colour_bar():
+    pytest.importorskip("matplotlib")
+    from fgd import plots
+    f = lambda x, y: (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
+    t = np.linspace(0, 1, 50)[:, None]
+    paths = {"long": np.hstack([t, t]), "same valley": np.hstack([t, t]) + 1e-3,
+             "far": np.hstack([-3 * t, 5 * t])}
+    fig = plots.optimizer_paths(f, paths, (-2, 2), (-1, 3))
+    ax = fig.axes[0]
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert x0 < -3 and y1 > 5                        # "far" is inside the frame, not at its edge
+    assert len(fig.axes) == 2                        # the colour bar
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    long, twin = lines["long (49 steps)"], lines["same valley (49 steps)"]
+    assert long.get_linewidth() > twin.get_linewidth() and long.get_zorder() < twin.get_zorder()
+    assert long.get_marker() != twin.get_marker() and long.get_linestyle() != twin.get_linestyle()
