@@ -93,3 +93,14 @@ def test_optimizer_paths_window_holds_every_path_and_has_a_colour_bar():
     long, twin = lines["long (49 steps)"], lines["same valley (49 steps)"]
     assert long.get_linewidth() > twin.get_linewidth() and long.get_zorder() < twin.get_zorder()
     assert long.get_marker() != twin.get_marker() and long.get_linestyle() != twin.get_linestyle()
+
+
+def test_readme_using_a_trained_model_runs(tmp_path, monkeypatch, capsys):
+    import re as _re
+    text = (ROOT / "README.md").read_text()
+    block = _re.search(r"```python\n(.*?)```", text[text.index("## Using a trained model"):], _re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block, namespace)
+    assert namespace["scores"]["accuracy"] > 0.9
+    assert (tmp_path / "run.csv").read_text().count("\n") == 301       # header + 300 epochs
