@@ -9,22 +9,31 @@ tolerances allow for another machine's rounding: step counts and epoch losses
 of long runs move by a few per cent, counts of solved starts by one or two.
 Each default run takes seconds to a minute, so these tests are `slow`.
 """
+import json
 import math
-import warnings
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fgd import cli
 
 pytestmark = pytest.mark.slow
 
 
 def default_run(name, tmp_path):
-    module = cli.load_experiment(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # traffic's extrapolation warning
-        return module.main(module.Config(out=str(tmp_path)))
+    """`python -m fgd run NAME --out tmp` in a fresh process (the test session
+    enables x64; a default run is float32 unless the experiment says otherwise),
+    its results.json read back."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "FGD_EXPERIMENTS": str(root / "experiments"),
+           "MPLBACKEND": "Agg"}
+    env.pop("JAX_ENABLE_X64", None)
+    proc = subprocess.run([sys.executable, "-m", "fgd", "run", name, "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((tmp_path / name / "results.json").read_text())
 
 
 def test_traffic(tmp_path):
