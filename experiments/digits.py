@@ -81,6 +81,8 @@ def main(config: Config) -> dict:
                      epochs=config.epochs, batch_size=config.batch_size, key=k_batch,
                      validation=(split.X_test, split.Y_test), **checkpoints)
     seconds = time.perf_counter() - t0
+    if config.checkpoint_dir is not None:
+        print(records.describe_resume(result.resumed_epoch, config.checkpoint_dir))
 
     predict = lambda X: np.asarray(net.apply(result.params, X)).argmax(0)
     true_test, pred_test = np.asarray(split.Y_test).argmax(0), predict(split.X_test)

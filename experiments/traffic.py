@@ -95,6 +95,8 @@ def _main(config: Config) -> dict:
                      goal=config.goal / 2)
     sse = 2 * np.asarray(result.history["loss"])          # SSE at each epoch's start
     final_sse = 2 * float(loss(result.params, Xs, Ys))    # after the last update
+    # min_sse is the lowest SSE over every params of the run: those each epoch
+    # started from (the history) and the final ones, after the last update
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -106,7 +108,7 @@ def _main(config: Config) -> dict:
 
     numbers.update(
         epochs=result.epochs, stop_reason=result.stop_reason,
-        final_sse=final_sse, min_sse=float(sse.min()), goal_sse=config.goal,
+        final_sse=final_sse, min_sse=min(float(sse.min()), final_sse), goal_sse=config.goal,
         reached_goal=bool(final_sse < config.goal or result.stop_reason == "goal"),
         forecast_inputs_scaled=np.asarray(Xf),
         forecast_passengers=forecast[0], forecast_freight=forecast[1],

@@ -36,6 +36,11 @@ from fgd.training.fit import FitResult, fit
 from fgd.training.sweep import SweepResult, sweep
 from fgd.training import faults, resume
 
+# --- using a trained model: metrics, evaluate; logs of a run (callbacks) ----------
+from fgd import metrics
+from fgd.metrics import evaluate
+from fgd.training.callbacks import CSVLogger, TensorBoardLogger
+
 # --- data, checkpoints, scale-out (plots is imported on its own: matplotlib is optional)
 from fgd import checkpoint, data, parallel
 from fgd._cache import clear_caches
@@ -52,4 +57,6 @@ __all__ = [
     "apply_if_finite", "adaptive_lr", "weights_only", "apply_updates", "global_norm",
     "make_step", "FitResult", "fit", "SweepResult", "sweep", "faults", "resume",
     "checkpoint", "data", "parallel", "clear_caches", "enable_x64",
+    # using a trained model, logs of a run
+    "metrics", "evaluate", "CSVLogger", "TensorBoardLogger",
 ]

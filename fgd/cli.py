@@ -3,6 +3,7 @@
     python -m fgd list                  the experiments, one line each
     python -m fgd run traffic --lr 0.05 run one; options come from its Config
     python -m fgd check                 the gradient check over a zoo of models
+    python -m fgd figures [NAME ...]    rerun experiments, refresh experiments/figures/
 
 The console script `fgd` is the same program. A bad name or option value
 prints one line on stderr and exits with status 2.
@@ -24,6 +25,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
 
 def experiments_dir() -> Path:
     """The folder of the experiments: $FGD_EXPERIMENTS, else the installed
@@ -140,6 +142,42 @@ def cmd_run(name: str, argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_figures(argv: Sequence[str]) -> int:
+    """Rerun experiments at their defaults and copy their figures into a folder.
+
+    Each experiment NAME runs as `fgd run NAME` does (into a temporary
+    folder); its `NAME/F.png` is copied to `<out>/NAME_F.png` when that file
+    is already there (the folder's contents say which figures are published),
+    or always with --all. No NAME: every experiment with a figure in `<out>`.
+    """
+    import shutil
+    import tempfile
+
+    parser = _Parser(prog="fgd figures", description=cmd_figures.__doc__.strip().split("\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME")
+    parser.add_argument("--out", default=str(EXPERIMENTS_DIR / "figures"),
+                        help="the folder of published figures (default: experiments/figures)")
+    parser.add_argument("--all", action="store_true", help="copy every figure, not only those present")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    present = {p.name for p in out.glob("*.png")} if out.is_dir() else set()
+    names = args.names or [n for n in experiment_names() if any(f.startswith(n + "_") for f in present)]
+    for name in names:
+        load_experiment(name)               # a bad name fails before any run
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        module = load_experiment(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"== {name}", flush=True)
+            module.main(parse_config(module.Config, ["--out", tmp], prog=f"fgd figures {name}"))
+            for png in sorted((Path(tmp) / name).glob("*.png")):
+                target = out / f"{name}_{png.name}"
+                if args.all or target.name in present:
+                    shutil.copyfile(png, target)
+                    print(f"figure {target}")
+    return 0
+
+
 def cmd_check(argv: Sequence[str]) -> int:
     from fgd import zoo
 
@@ -151,7 +189,7 @@ def cmd_check(argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: fgd {list | run NAME [--options] | check}"
+    usage = "usage: fgd {list | run NAME [--options] | check | figures [NAME ...]}"
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(usage)
@@ -166,6 +204,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_run(rest[0], rest[1:])
         if command == "check":
             return cmd_check(rest)
+        if command == "figures":
+            return cmd_figures(rest)
         raise UsageError(f"unknown command {command!r}; {usage}")
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -157,47 +157,79 @@ def decision_boundary(predict: Callable, X, Y, path=None, title: str = "Decision
     return _finish(fig, path)
 
 
+def _window(lim, points: np.ndarray, margin: float = 0.04) -> tuple:
+    """`lim` widened so that every finite coordinate in `points` lies at least
+    `margin` of the window's width inside it (a path never runs along an edge)."""
+    lo, hi = float(lim[0]), float(lim[1])
+    finite = points[np.isfinite(points)]
+    if finite.size:
+        pad = margin * (max(hi, float(finite.max())) - min(lo, float(finite.min())))
+        lo, hi = min(lo, float(finite.min()) - pad), max(hi, float(finite.max()) + pad)
+    return lo, hi
+
+
 def optimizer_paths(f: Callable, paths: Mapping[str, np.ndarray], xlim, ylim, path=None,
                     title: str = "Optimizer paths", levels: int = 15,
                     resolution: int = 200) -> Figure:
-    """Contours of f(x, y) with each optimizer's path drawn over them.
+    """Contours of f(x, y), with a colour bar, and each optimizer's path over them.
 
     Contour levels are spaced geometrically above the grid's minimum of f, so
-    a steep valley (e.g. Rosenbrock) shows detail near its minimum. Paths
-    start at a circle and end at a star on their last finite point; points
-    outside the window are clipped, NaN points are gaps.
+    a steep valley (e.g. Rosenbrock) shows detail near its minimum. The
+    window is `xlim` x `ylim` widened to hold every finite point of every
+    path, so no path leaves the frame. Paths that run along the same valley
+    stay visible: the longest path is drawn first, widest and lowest, each
+    next one narrower, on top, in its own line style and marker (markers
+    every ~1/12 of the path). Paths start at a circle and end at a star on
+    their last finite point; NaN points are gaps.
 
     Args:
       f: ``f(x, y)`` on numpy grids (vectorised, elementwise).
       paths: ``{name: (steps, 2) array of (x, y) iterates}``.
-      xlim, ylim: ``(low, high)`` of the window.
+      xlim, ylim: ``(low, high)`` of the window at least shown.
     """
+    arrays = {}
+    for name, p in paths.items():
+        p = np.asarray(p, dtype=float)
+        if p.ndim != 2 or p.shape[1] != 2:
+            raise ValueError(f"paths[{name!r}] must have shape (steps, 2); got {p.shape}")
+        arrays[name] = p
+    every = np.concatenate([p for p in arrays.values()]) if arrays else np.zeros((0, 2))
+    xlim, ylim = _window(xlim, every[:, 0]), _window(ylim, every[:, 1])
     xs, ys = np.linspace(*xlim, resolution), np.linspace(*ylim, resolution)
     GX, GY = np.meshgrid(xs, ys)
     Z = np.asarray(f(GX, GY), dtype=float)
     finite = Z[np.isfinite(Z)]
-    fig = Figure(figsize=(6.4, 5.0))
+    fig = Figure(figsize=(7.2, 5.0))
     ax = fig.add_subplot()
     if finite.size and finite.max() > finite.min():
         span = finite.max() - finite.min()
         lv = finite.min() + np.concatenate([[0.0], np.geomspace(span * 1e-4, span, levels)])
-        ax.contourf(GX, GY, np.where(np.isfinite(Z), Z, np.nan), levels=lv, cmap="Blues_r")
-        ax.contour(GX, GY, Z, levels=lv, colors="k", linewidths=0.3, alpha=0.5)
-    for i, (name, p) in enumerate(paths.items()):
-        p = np.asarray(p, dtype=float)
-        if p.ndim != 2 or p.shape[1] != 2:
-            raise ValueError(f"paths[{name!r}] must have shape (steps, 2); got {p.shape}")
-        colour = _CLASS_COLOURS[i % len(_CLASS_COLOURS)]
-        ax.plot(p[:, 0], p[:, 1], "-", color=colour, lw=1.3, marker=".", ms=3,
+        filled = ax.contourf(GX, GY, np.where(np.isfinite(Z), Z, np.nan), levels=lv, cmap="Blues_r",
+                             zorder=0)
+        ax.contour(GX, GY, Z, levels=lv, colors="k", linewidths=0.3, alpha=0.5, zorder=1)
+        bar = fig.colorbar(filled, ax=ax, format="%.3g")
+        bar.set_label("$f(x, y)$ (levels spaced geometrically above its minimum)")
+    styles, markers = ("-", "--", "-.", ":", (0, (5, 1, 1, 1))), ("o", "s", "^", "D", "v", "P")
+    order = sorted(arrays, key=lambda n: -len(arrays[n]))        # longest first, lowest
+    colours = {name: _CLASS_COLOURS[i % len(_CLASS_COLOURS)] for i, name in enumerate(arrays)}
+    for rank, name in enumerate(order):
+        p, colour, z = arrays[name], colours[name], 2 + rank
+        ax.plot(p[:, 0], p[:, 1], color=colour, ls=styles[rank % len(styles)],
+                lw=max(3.2 - 0.55 * rank, 0.9), marker=markers[rank % len(markers)], ms=5,
+                markevery=max(1, len(p) // 12), mec="k", mew=0.4, zorder=z,
                 label=f"{name} ({len(p) - 1} steps)")
         ok = np.flatnonzero(np.isfinite(p).all(axis=1))
         if ok.size:
-            ax.plot(*p[ok[0]], "o", color=colour, ms=7, mec="k")
-            ax.plot(*p[ok[-1]], "*", color=colour, ms=12, mec="k")
+            ax.plot(*p[ok[0]], "o", color=colour, ms=8, mec="k", zorder=20)
+            ax.plot(*p[ok[-1]], "*", color=colour, ms=13, mec="k", zorder=21)
     ax.set(xlim=xlim, ylim=ylim, xlabel="$x$", ylabel="$y$",
            title=title + "  (o start, * end)")
-    if paths:
-        ax.legend(fontsize="small")
+    if arrays:
+        handles, labels = ax.get_legend_handles_labels()
+        index = {label: i for i, label in enumerate(labels)}
+        keep = [index[f"{n} ({len(arrays[n]) - 1} steps)"] for n in arrays]   # in the given order
+        ax.legend([handles[i] for i in keep], [labels[i] for i in keep], fontsize="small",
+                  framealpha=0.9).set_zorder(30)
     return _finish(fig, path)
 
 

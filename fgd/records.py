@@ -70,6 +70,25 @@ def write_history(directory: Path, history: Mapping[str, Any], name: str = "hist
     return path
 
 
+def plain(value: float) -> str:
+    """A float for a table: 4 significant digits, and from 10,000 up a plain
+    integer with thousands separators (44,038, never 4.404e+04)."""
+    value = float(value)
+    if math.isfinite(value) and 1e4 <= abs(value) < 1e16:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def describe_resume(resumed_epoch: Optional[int], checkpoint_dir: Any) -> str:
+    """One line saying where a checkpointed run started: the epoch and file it
+    resumed from, or that it started at epoch 0."""
+    if checkpoint_dir is None:
+        return ""
+    if resumed_epoch is None:
+        return f"started at epoch 0 (no checkpoint taken from {Path(checkpoint_dir)}/)"
+    return f"resumed at epoch {resumed_epoch} from {Path(checkpoint_dir) / f'ckpt-{resumed_epoch}.npz'}"
+
+
 def print_table(title: str, rows: list[Mapping[str, Any]]) -> None:
     """Print rows of {column: value} as an aligned table under `title`."""
     print(f"\n{title}")
@@ -79,7 +98,7 @@ def print_table(title: str, rows: list[Mapping[str, Any]]) -> None:
 
     def fmt(v):
         if isinstance(v, (float, np.floating)):
-            return f"{v:.4g}"
+            return plain(v)
         return str(v)
 
     cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]

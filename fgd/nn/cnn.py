@@ -34,7 +34,7 @@ import numpy as np
 
 from fgd import _checks
 from fgd._types import Array, Params
-from fgd.nn import activations
+from fgd.nn import activations, outputs
 from fgd.nn.conv_ops import (avg_pool, avg_pool_backward, conv2d, conv2d_backward, conv_padding,
                              max_pool, max_pool_backward)
 from fgd.nn.init import check_scheme, init_conv, init_dense, resolve_dtype
@@ -313,6 +313,12 @@ class CNN:
     def apply(self, params: Params, X: Array) -> Array:
         """The predictions g(Z) of the last layer, (n_out, m)."""
         return self.forward(params, X).A[-1]
+
+    def predict(self, params: Params, X: Array) -> Array:
+        """Class labels for a softmax output (argmax, (m,)) or a sigmoid output
+        (A > 0.5, (n_out, m), like Y), the output values otherwise
+        (`fgd.nn.outputs`)."""
+        return outputs.predict(self, params, X)
 
     def backward(self, params: Params, cache: Cache, dZ_out: Array) -> tuple[list, list]:
         """The hand-derived backward pass from dZ of the last layer (n_out, m).

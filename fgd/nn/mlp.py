@@ -20,7 +20,7 @@ import numpy as np
 
 from fgd import _checks
 from fgd._types import Array, Params
-from fgd.nn import activations
+from fgd.nn import activations, outputs
 from fgd.nn.init import check_scheme, init_dense, resolve_dtype
 
 
@@ -157,6 +157,12 @@ class MLP:
         X = _checks.as_data(X, "X")
         self.check_input(X, "X")  # a 1-D X would broadcast against b silently
         return self.forward(params, X).A[-1]
+
+    def predict(self, params: Params, X: Array) -> Array:
+        """Class labels for a softmax output (argmax, (m,)) or a sigmoid output
+        (A > 0.5, (n_out, m), like Y), the output values otherwise
+        (`fgd.nn.outputs`)."""
+        return outputs.predict(self, params, X)
 
     def backward(self, params: Params, cache: Cache, dZ_out: Array):
         """Hand-derived backward pass from dZ[L] (`dense_backward`)."""

@@ -293,19 +293,26 @@ def _is_rate(path: tuple) -> bool:
     last = path[-1] if path else None
     if isinstance(last, jax.tree_util.GetAttrKey):
         return last.name in ("lr", "lr_scale")
-    # optax.inject_hyperparams keeps its rate in state.hyperparams["learning_rate"].
-    return (len(path) >= 2 and isinstance(last, jax.tree_util.DictKey)
-            and last.key == "learning_rate"
-            and isinstance(path[-2], jax.tree_util.GetAttrKey) and path[-2].name == "hyperparams")
+    # optax.inject_hyperparams keeps its rate in state.hyperparams["learning_rate"]
+    # (an attribute; any state with a "hyperparams" field or key is read the same way)
+    if len(path) < 2 or not isinstance(last, jax.tree_util.DictKey) or last.key != "learning_rate":
+        return False
+    parent = path[-2]
+    return ((isinstance(parent, jax.tree_util.GetAttrKey) and parent.name == "hyperparams")
+            or (isinstance(parent, jax.tree_util.DictKey) and parent.key == "hyperparams"))
 
 
 def current_lr(state: OptState) -> Array:
     """The learning rate the next update will use, read from an optimizer state.
 
-    Finds every ``lr`` field (fgd's optimizers and `scale_by_learning_rate`)
-    and ``lr_scale`` field (`fgd.adaptive_lr`) anywhere in the state, also
+    Finds every ``lr`` field (fgd's optimizers and `scale_by_learning_rate`),
+    ``lr_scale`` field (`fgd.adaptive_lr`) and ``hyperparams["learning_rate"]``
+    entry (optax's `inject_hyperparams` states) anywhere in the state, also
     inside chains and wrappers, and returns their product: the one rate in the
     usual case, the inner rate times the adaptive factor under `adaptive_lr`.
+    optax's `inject_hyperparams` records the rate of the update it made last
+    (the first update's before any), so for its states this is one step
+    behind a schedule; a constant rate is the same either way.
     Works on traced states too.
 
     Raises:
@@ -314,8 +321,11 @@ def current_lr(state: OptState) -> Array:
     leaves = jax.tree_util.tree_flatten_with_path(state)[0]
     rates = [leaf for path, leaf in leaves if _is_rate(path)]
     if not rates:
-        raise ValueError("current_lr: state must hold an lr field (an fgd optimizer's state), "
-                         f"got {type(state).__name__} with none")
+        raise ValueError(f"current_lr: the state ({type(state).__name__}) records no learning rate: "
+                         "use an fgd optimizer (fgd.sgd, fgd.adam, ...: their state has an lr "
+                         "field), or build the optax one with optax.inject_hyperparams, e.g. "
+                         "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3), whose state "
+                         "holds hyperparams['learning_rate']")
     result = rates[0]
     for rate in rates[1:]:
         result = result * rate

@@ -4,7 +4,8 @@
     chunk   the device side: a compiled chunk of epochs and its stopping rules
     driver  the host side: chunk after chunk, time limit, progress
     faults  what a NaN/Inf loss does
-    resume  checkpointed training state, exact resume
+    resume  checkpointed training state, exact resume; `load` for inference
+    callbacks  host callbacks at chunk ends; the CSV and TensorBoard loggers
     fit     `fit`: the checks, then chunk + driver (+ resume)
     sweep   `sweep`: many fits of one architecture in one program
 """

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from fgd import _cache, _compile, parallel
+from fgd import _cache, _compile, metrics, parallel
 from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.optim import tree
 from fgd.optim.optimizers import current_lr
@@ -25,6 +25,8 @@ from fgd.training.step import train_step
 #: Epochs one compiled chunk can record: full batch, mini-batch.
 CAPACITY_FULL, CAPACITY_MINI = 16384, 1024
 HISTORY_NAMES = ("loss", "val_loss", "grad_norm", "lr")
+# metrics on the training and validation data (`fgd.metrics.HISTORY`)
+HISTORY_NAMES += tuple(metrics.HISTORY)
 
 
 # --- what a compiled chunk of epochs is made of ---------------------------------
@@ -190,9 +192,22 @@ def _epoch_loss(spec: Spec, values: Array, params: Params) -> Array:
     return jnp.where(tree.tree_all_finite(params), mean, jnp.nan)
 
 
-def _record(spec: Spec, loss: Array, grad_norm, val, lr) -> dict:
-    values = {"loss": loss, "val_loss": val, "grad_norm": grad_norm, "lr": lr}
+def _record(spec: Spec, loss: Array, grad_norm, val, lr, extra: Optional[dict] = None) -> dict:
+    values = {"loss": loss, "val_loss": val, "grad_norm": grad_norm, "lr": lr, **(extra or {})}
     return {name: values[name] for name in spec.history}
+
+
+def _metrics(spec: Spec, params: Params, data: Data, examples_first: bool) -> dict:
+    """The `fgd.metrics.HISTORY` entries of `spec.history` at `params`: on the
+    whole training set (moved back to (..., m) in mini-batch mode) and on the
+    validation set."""
+    names = tuple(n for n in spec.history if n in metrics.HISTORY)
+    if not names:
+        return {}
+    X, Y = data.X, data.Y
+    if examples_first and any(not metrics.HISTORY[n][1] for n in names):
+        X, Y = jnp.moveaxis(X, 0, -1), jnp.moveaxis(Y, 0, -1)
+    return metrics.history_metrics(spec.loss_fn(), names, params, X, Y, data.Xv, data.Yv)
 
 
 def full_batch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs):
@@ -211,7 +226,7 @@ def full_batch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knob
     new_params, new_state = tree.tree_where(go, (params, state), (keep, c.opt_state))
     carry = Carry(c.epoch + 1, c.updates + go.astype(jnp.int32), code, new_params, new_state, best,
                   _lowest(spec, c.low, value), c.bad_batch)
-    return carry, _record(spec, value, gnorm, val, lr)
+    return carry, _record(spec, value, gnorm, val, lr, _metrics(spec, c.params, data, False))
 
 
 def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs):
@@ -238,6 +253,7 @@ def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs
     value = _epoch_loss(spec, values, params)
     gnorm = jnp.mean(gnorms) if want_norm else None
     val = val_fn(params, data.Xv, data.Yv) if data.Xv is not None else None
+    extra = _metrics(spec, params, data, True)          # at the params the epoch ends with
     lr = current_lr(c.opt_state) if "lr" in spec.history else None
     best, best_epoch = _track_best(spec, c, val, params, c.epoch)
     code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch, c.low), knobs)
@@ -248,7 +264,7 @@ def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs
     updates = c.updates + jnp.where(finite, spec.n_batches, 0).astype(jnp.int32)
     bad = jnp.argmax(~jnp.isfinite(values)).astype(jnp.int32)    # first bad batch, 0 if none
     carry = Carry(c.epoch + 1, updates, code, params, state, best, _lowest(spec, c.low, value), bad)
-    return carry, _record(spec, value, gnorm, val, lr)
+    return carry, _record(spec, value, gnorm, val, lr, extra)
 
 
 def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None, *,

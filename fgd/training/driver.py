@@ -43,11 +43,13 @@ def progress_bar(progress: Optional[bool], total: int, desc: str):
 
 def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
           time_limit: Optional[float], progress: Optional[bool], replay: bool,
-          desc: str = "fit", saver: Any = None, cancel: Any = None) -> Run:
+          desc: str = "fit", saver: Any = None, cancel: Any = None, callbacks: tuple = ()) -> Run:
     """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk, from the
     carry's epoch on. A `saver` (`fgd.resume.Saver`) cuts chunks at checkpoint
     epochs and saves the state after them. A set `cancel` (a
-    `threading.Event`) ends the run at the next chunk end.
+    `threading.Event`) ends the run at the next chunk end. Each of
+    `callbacks` (`fgd.training.callbacks`, one run only) is called as
+    `cb(range(first, end), rows)` after each chunk.
 
     Chunk lengths grow geometrically from one epoch until a chunk takes about
     `CHUNK_SECONDS` (or what is left of `time_limit`), at most `capacity`.
@@ -81,6 +83,8 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
             epoch_now = int(np.max(np.asarray(carry.epoch)))
             ran = epoch_now - done
             chunks.append({name: np.asarray(r)[..., :ran] for name, r in rows.items()})
+            for cb in callbacks:
+                cb(range(done, epoch_now), chunks[-1])
             done = epoch_now
             if saver is not None:
                 saver.chunk_done(carry, chunks)

@@ -29,12 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgd import _cache, _checks, _compile, parallel
+from fgd import _cache, _checks, _compile, metrics, parallel
 from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.losses import Loss, check_targets
 from fgd.optim import tree
 from fgd.optim.optimizers import check_lr_state
 from fgd.training import chunk, driver, faults
+from fgd.training.callbacks import check_callbacks, close_all
 from fgd.training.resume import check_args as resume_checks, open_saver
 
 
@@ -106,6 +107,7 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         raise ValueError("patience needs validation=(Xv, Yv): it counts epochs without a "
                          "lower validation loss")
     names = check_history(history, Xv is not None)
+    metrics.check_history(loss, names, Xv is not None)
 
     if mesh is not None:
         X, Y, Xv, Yv = parallel.place_training_data(mesh, X, Y, Xv, Yv, batch_size=batch_size,
@@ -181,7 +183,8 @@ class FitResult(NamedTuple):
         `fit` for which params a stopped run returns.
       opt_state: the optimizer's own state, as its `init` made it, at the same point.
       history: name -> numpy array with one value per epoch run
-        ("loss" always; "val_loss", "grad_norm", "lr" when recorded).
+        ("loss" always; "val_loss", "grad_norm", "lr", "accuracy",
+        "val_accuracy", "mse", "val_mse" when recorded).
       epochs: epochs run, `len(history["loss"])`.
       stop_reason: "epochs", "goal", "min_grad", "patience", "time_limit"
         or "nonfinite".
@@ -217,7 +220,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         history: tuple = ("loss",), checkpoint_dir: Any = None,
         checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
         checkpoint_on_error: str = "raise", nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
-        local_data: bool = False) -> FitResult:
+        local_data: bool = False, callbacks: Any = None) -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
     Modes:
@@ -277,9 +280,14 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       min_grad: a number >= 0 (see above).
       time_limit: seconds > 0.
       progress: a tqdm bar per chunk; None shows it when stderr is a terminal.
-      history: names among ("loss", "val_loss", "grad_norm", "lr") to record;
-        "loss" always, "val_loss" whenever validation is given. "lr" is
-        `fgd.current_lr` of the state the update starts from.
+      history: names among ("loss", "val_loss", "grad_norm", "lr", "accuracy",
+        "val_accuracy", "mse", "val_mse") to record; "loss" always, "val_loss"
+        whenever validation is given. "lr" is `fgd.current_lr` of the state
+        the update starts from. The metrics (`fgd.metrics`, an `fgd.Loss`
+        needed) are computed on the device: "accuracy" and "mse" on all of
+        (X, Y), the "val_" ones on the validation data, at the params
+        "val_loss" is taken at (full batch: those the update starts from;
+        mini-batch: those the epoch ends with).
       checkpoint_dir: a directory for `ckpt-<epoch>.npz` files holding the whole
         training state (`fgd.resume`); None (default) saves nothing.
       checkpoint_every: an int N: save after every N-th epoch (chunks end
@@ -313,6 +321,11 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         process passes the same full X, Y (and validation) and fgd keeps its
         devices' slice; True, process p passes only its own contiguous block
         of the examples, the p-th of `jax.process_count()` equal blocks.
+      callbacks: callables `cb(epochs, rows)` called on the host after each
+        chunk of epochs (never per step) with the `range` of epochs it ran and
+        its history rows, name -> array; `cb.close()`, if defined, when fit
+        ends. Built in: `fgd.CSVLogger(path)`, `fgd.TensorBoardLogger(logdir)`
+        (`fgd.training.callbacks`).
 
     Returns:
       A `FitResult`.
@@ -322,6 +335,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
     """
     _checks.check_optimizer(opt)
     every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep, checkpoint_on_error)
+    callbacks = check_callbacks(callbacks)
     opt = faults.wrap(opt, faults.check_policy(nonfinite))
     key = jax.random.key(0) if key is None else key
     setup = prepare(loss, opt, False, params, X, Y, epochs, batch_size, key, goal,
@@ -340,9 +354,12 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
     try:                    # the saver holds the directory's one-writer lock until the end
         carry = carry if saver is None else saver.start(carry)
         run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs)
-        out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
-                    time_limit=time_limit, progress=progress, replay=batch_size is None,
-                    saver=saver)
+        try:
+            out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
+                               time_limit=time_limit, progress=progress, replay=batch_size is None,
+                               saver=saver, callbacks=callbacks)
+        finally:
+            close_all(callbacks)
         out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
     finally:
         if saver is not None:

@@ -37,6 +37,10 @@ second fit on the same directory raises `CheckpointLockedError` naming the
 first one's PID. `checkpoint_on_error="warn"` lets a run go on when a save
 fails for lack of space or permission (ENOSPC, EDQUOT, EROFS, EACCES, EPERM):
 one `CheckpointWarning` per kind, and the result stays in memory.
+
+For inference, `load(D)` opens the newest good file without a model at hand
+(each file also stores its tree's layout, `fgd.layout`) and returns its
+params, optimizer state, epoch and history.
 """
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ import jax
 import numpy as np
 from jax.tree_util import keystr
 
-from fgd import checkpoint
+from fgd import checkpoint, layout
 from fgd._version import __version__
 from fgd.checkpoint import (
     CheckpointError,
@@ -65,6 +69,7 @@ from fgd.checkpoint import (
     NotRegularFileError,
 )
 from fgd.optim import tree
+from fgd.training import faults
 from fgd.training.chunk import NONFINITE
 
 #: Default `checkpoint_every`: a save at the first chunk end 60 s after the last.
@@ -314,7 +319,8 @@ class Saver:
         state = {"carry": carry, "key": self.key, "history": history}
         try:
             self.manager.save(epoch, state, {"epoch": epoch, "fingerprint": self.fingerprint,
-                                            "config": self.description})
+                                            "config": self.description,
+                                            "layout": layout.describe(state)})   # for `load`
         except OSError as err:
             if not self._tolerated(err):
                 raise
@@ -381,3 +387,111 @@ def open_saver(checkpoint_dir: Any, every: Every, keep: int, resume: bool, nonfi
                            setup.spec.history, {**rules, "nonfinite": nonfinite})
     return Saver(checkpoint_dir, every, keep, resume, nonfinite, description, setup.data.key,
                  setup.spec.history, tree.scalar_dtype(params), on_error)
+
+
+# --- opening a fit checkpoint for inference ----------------------------------------
+_FIT_FILE_RE = re.compile(r"ckpt-(0|[1-9][0-9]*)\.npz")
+
+
+class Loaded(NamedTuple):
+    """What `load` returns: the training state saved after `epoch` epochs.
+
+    Attributes:
+      params: the params fit would go on from (those it returns, had it
+        stopped there).
+      opt_state: the optimizer's own state at that point (fit's NaN-skip
+        wrapper, if any, taken off).
+      epoch: epochs run when the file was written.
+      history: name -> numpy array, one value per epoch 0..epoch-1.
+      path: the file read.
+    """
+
+    params: Any
+    opt_state: Any
+    epoch: int
+    history: dict
+    path: Path
+
+
+def _like_leaf(record: dict) -> Any:
+    """A stand-in leaf with a stored leaf's shape and dtype, for `checkpoint.load`."""
+    shape, dtype = tuple(record["shape"]), record["dtype"]
+    if dtype.startswith("key<"):
+        impl = {"key<fry>": "threefry2x32", "key<rbg>": "rbg", "key<urbg>": "unsafe_rbg"}.get(dtype)
+        if impl is None:
+            raise CheckpointError(f"leaf {record['path']}: unknown PRNG key type {dtype}")
+        width = jax.random.key_data(jax.random.key(0, impl=impl)).shape[-1]
+        return jax.random.wrap_key_data(np.zeros(shape + (width,), np.uint32), impl=impl)
+    return jax.ShapeDtypeStruct(shape, checkpoint._DTYPES[dtype])
+
+
+def _open_fit_file(path: Path, step: int) -> Loaded:
+    header = checkpoint.read_header(path)
+    meta = header["metadata"]
+    if meta.get("epoch") != step or "fingerprint" not in meta:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: not a fit checkpoint of "
+                              f"epoch {step} (metadata {json.dumps(meta)[:120]})")
+    if "layout" not in meta:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: written by an fgd that did not "
+                              f"record the tree layout; go on training from it with "
+                              f"fit(..., checkpoint_dir=...) and load the newer file")
+    try:
+        like = layout.rebuild(meta["layout"], [_like_leaf(r) for r in header["leaves"]])
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: {err}") from None
+    state, meta = checkpoint.load(path, like)
+    if not isinstance(state, dict) or not {"carry", "history"} <= set(state):
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: not a fit state")
+    carry = state["carry"]
+    if int(carry.epoch) != step:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: holds epoch {int(carry.epoch)}, "
+                              f"named {step}")
+    policy = (meta.get("config") or {}).get("nonfinite", "stop")
+    opt_state, _ = faults.unwrap(carry.opt_state, policy)
+    history = {name: np.asarray(v) for name, v in state["history"].items()}
+    return Loaded(carry.params, opt_state, step, history, path)
+
+
+def load(checkpoint_dir: Any) -> Loaded:
+    """The newest good fit checkpoint in `checkpoint_dir`, for inference or a look.
+
+    Opens what `fit(..., checkpoint_dir=D)` wrote without knowing the model:
+    the tree's layout is stored in each file (`fgd.layout`), so no `like`
+    tree is needed. The same safety as resuming: nothing is unpickled, every
+    array is checked against its SHA-256, and a damaged, truncated or foreign
+    newest file is skipped (with a `CheckpointWarning`; unlike resuming, the
+    file is left as it is) for the one before it. Read-only: nothing in the
+    directory is created, renamed or deleted.
+
+    Example:
+      >>> state = fgd.resume.load("ckpt")
+      >>> labels = net.predict(state.params, X)       # state.epoch, state.history
+
+    Returns:
+      A `Loaded` (params, opt_state, epoch, history, path).
+
+    Raises:
+      FileNotFoundError: the directory does not exist or holds no
+        ``ckpt-<epoch>.npz`` file.
+      CheckpointError: no file in it reads cleanly (each one's reason given).
+    """
+    if not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir must be a path (str or os.PathLike); got "
+                        f"{type(checkpoint_dir).__name__} {checkpoint_dir!r}"[:200])
+    directory = Path(checkpoint_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint_dir {os.fspath(directory)!r} is not a directory")
+    steps = sorted(int(m.group(1)) for entry in directory.iterdir()
+                   if (m := _FIT_FILE_RE.fullmatch(entry.name)))
+    if not steps:
+        raise FileNotFoundError(f"no fit checkpoint (ckpt-<epoch>.npz) in {os.fspath(directory)!r}")
+    reasons = []
+    for step in reversed(steps):
+        path = directory / f"ckpt-{step}.npz"
+        try:
+            return _open_fit_file(path, step)
+        except (CheckpointError, FileNotFoundError) as err:
+            reasons.append(str(err))
+            warnings.warn(f"{err}; trying the previous checkpoint", CheckpointWarning, stacklevel=2)
+    raise CheckpointError(f"no fit checkpoint in {os.fspath(directory)!r} reads cleanly: "
+                          + "; ".join(reasons))
