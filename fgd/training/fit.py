@@ -34,7 +34,7 @@ from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.losses import Loss
 from fgd.optim import tree
 from fgd.optim.optimizers import check_lr_state
-from fgd.training import chunk, driver, faults
+from fgd.training import chunk, diagnostics, driver, faults
 from fgd.training.resume import check_args as resume_checks, open_saver
 
 
@@ -99,6 +99,7 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         raise ValueError("patience needs validation=(Xv, Yv): it counts epochs without a "
                          "lower validation loss")
     names = check_history(history, Xv is not None)
+    diagnostics.check_names(names, loss)
 
     if mesh is not None:
         X, Y, Xv, Yv = parallel.place_training_data(mesh, X, Y, Xv, Yv, batch_size=batch_size,
@@ -186,6 +187,8 @@ class FitResult(NamedTuple):
         of the first NaN/Inf batch loss of `nonfinite_epoch`, else None.
       skipped: nonfinite="skip": updates skipped for a NaN/Inf gradient.
       resumed_epoch: the epoch a checkpoint restored the run at, else None.
+      history_columns: name -> column labels of each per-layer diagnostic
+        in `history` (arrays (epochs, columns)); see `fgd.training.diagnostics`.
     """
 
     params: Params
@@ -200,6 +203,7 @@ class FitResult(NamedTuple):
     nonfinite_batch: Optional[int] = None
     skipped: int = 0
     resumed_epoch: Optional[int] = None
+    history_columns: Optional[dict] = None   # diagnostics name -> its column labels
 
 
 def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 1000,
@@ -210,7 +214,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         history: tuple = ("loss",), checkpoint_dir: Any = None,
         checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
         nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
-        local_data: bool = False) -> FitResult:
+        local_data: bool = False, diagnostics_every: int = 1) -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
     Modes:
@@ -272,7 +276,13 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       progress: a tqdm bar per chunk; None shows it when stderr is a terminal.
       history: names among ("loss", "val_loss", "grad_norm", "lr") to record;
         "loss" always, "val_loss" whenever validation is given. "lr" is
-        `fgd.current_lr` of the state the update starts from.
+        `fgd.current_lr` of the state the update starts from. Diagnostics,
+        computed on the device in the same compiled loop: "layer_grad_norm",
+        "update_ratio", "unit_spread", "dead_fraction", "saturated_fraction"
+        (arrays (epochs, columns), labels in `result.history_columns`) and
+        "sharpness" (lambda_max of the Hessian); `fgd.training.diagnostics`.
+      diagnostics_every: measure the diagnostics every k-th epoch (NaN rows
+        between), an integer >= 1.
       checkpoint_dir: a directory for `ckpt-<epoch>.npz` files holding the whole
         training state (`fgd.resume`); None (default) saves nothing.
       checkpoint_every: an int N: save after every N-th epoch (chunks end
@@ -306,6 +316,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       ValueError, TypeError: a bad argument, named, before anything is traced.
     """
     _checks.check_optimizer(opt)
+    diagnostics_every = _checks.check_int(diagnostics_every, "diagnostics_every", 1)
     every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep)
     opt = faults.wrap(opt, faults.check_policy(nonfinite))
     key = jax.random.key(0) if key is None else key
@@ -313,6 +324,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
                     nonfinite=nonfinite, diverge=diverge,
                     validation_data=validation, patience=patience, min_grad=min_grad,
                     time_limit=time_limit, history=history, mesh=mesh, local_data=local_data)
+    setup = setup._replace(spec=setup.spec._replace(diagnostics_every=diagnostics_every))
     if "lr" in setup.spec.history:
         check_lr_state(opt.init(params))
     carry = chunk.init_carry(setup.spec, params, opt.init(params))
@@ -327,7 +339,21 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
                 time_limit=time_limit, progress=progress, replay=batch_size is None,
                 saver=saver)
     out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
-    return finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
+    result = finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
+    return _with_columns(result, loss, params)
+
+
+def _with_columns(result: FitResult, loss: Any, params: Params) -> FitResult:
+    """Per-layer diagnostics as (epochs, columns) arrays, with their labels."""
+    cols = {n: diagnostics.columns(loss, params, n) for n in result.history
+            if n in diagnostics.NAMES and n != "sharpness"}
+    if not cols:
+        return result
+    history = dict(result.history)
+    for n, labels in cols.items():
+        h = np.asarray(history[n])
+        history[n] = h.T if h.ndim == 2 else np.zeros((0, len(labels)), h.dtype)
+    return result._replace(history=history, history_columns=cols)
 
 
 def stop_reason(code: int, timed_out: bool) -> str:
