@@ -30,6 +30,12 @@ from fgd.training.fit import FitResult, fit
 from fgd.training.sweep import SweepResult, sweep
 from fgd.training import faults, resume
 
+# --- diagnostics and curvature --------------------------------------------------
+from fgd import curvature
+from fgd.curvature import hessian_eigs
+from fgd.training.lr_find import LRFind, lr_find
+from fgd.diagnose import Diagnosis, diagnose
+
 # --- data, checkpoints, scale-out (plots is imported on its own: matplotlib is optional)
 from fgd import checkpoint, data, parallel
 from fgd._cache import clear_caches
@@ -44,4 +50,6 @@ __all__ = [
     "apply_if_finite", "adaptive_lr", "weights_only", "apply_updates", "global_norm",
     "make_step", "FitResult", "fit", "SweepResult", "sweep", "faults", "resume",
     "checkpoint", "data", "parallel", "clear_caches",
+    # diagnostics and curvature
+    "curvature", "hessian_eigs", "LRFind", "lr_find", "Diagnosis", "diagnose",
 ]
