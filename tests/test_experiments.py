@@ -135,7 +135,9 @@ def test_learning_rate_too_large_diverges_good_converges(tmp_path):
     assert classes[10.0] == "diverges"
     assert classes[0.316228] == "converges"
     assert classes[0.001] == "slow"
-    assert_figures(tmp_path / "learning_rate", ["loss.png", "final_loss.png"])
+    assert out["quadratic_rule_holds"]                  # diverges exactly when eta > 2/lambda_max
+    assert out["quadratic_lambda_max"] == pytest.approx(out["quadratic_lambda_max_closed_form"], rel=1e-4)
+    assert_figures(tmp_path / "learning_rate", ["loss.png", "final_loss.png", "sharpness.png"])
 
 
 # --- batch modes ----------------------------------------------------------------------
