@@ -56,7 +56,8 @@ def digits(tmp_path_factory):
 
 FIGURES = {
     "gradients": ["exploding_loss.png", "exploding_grad_norm.png", "vanishing_init.png",
-                  "vanishing_sigmoid.png", "vanishing_relu.png", "vanishing_loss.png"],
+                  "vanishing_sigmoid.png", "vanishing_relu.png", "vanishing_loss.png",
+                  "vanishing_dead_fraction.png", "vanishing_saturated_fraction.png"],
     "optimizers": ["saddle.png", "saddle_loss.png", "rosenbrock.png", "wells.png", "digits_loss.png"],
     "regularization": ["errors.png", "fits.png", "weights.png"],
     "local_minima": ["share_global.png", "final_losses.png", "curves.png"],
@@ -105,6 +106,9 @@ def test_deep_sigmoid_first_layer_gradient_is_orders_of_magnitude_below_the_last
     assert 0.1 < numbers["vanish_relu_init_first_over_last"] < 10
     norms = np.asarray(numbers["vanish_relu_init_layer_norms"])
     assert norms.max() / norms.min() < 10
+    # diagnose names it from fit's on-device per-layer norms
+    assert any(f.startswith("vanishing gradients") for f in numbers["vanish_sigmoid_diagnosis"])
+    assert len(numbers["vanish_relu_dead_fraction_end"]) == 9      # one column per hidden layer
 
 
 # --- optimizers -------------------------------------------------------------------
