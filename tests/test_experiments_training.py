@@ -45,7 +45,8 @@ def regularization(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_minima(tmp_path_factory):
-    return run("local_minima", tmp_path_factory, restarts=32, epochs=1000, lrs=(1.0,), lr=1.0)
+    return run("local_minima", tmp_path_factory, restarts=32, epochs=1000, lrs=(1.0,), lr=1.0,
+               widths=(2, 4), critical_restarts=8, critical_epochs=300)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ FIGURES = {
                   "vanishing_dead_fraction.png", "vanishing_saturated_fraction.png"],
     "optimizers": ["saddle.png", "saddle_loss.png", "rosenbrock.png", "wells.png", "digits_loss.png"],
     "regularization": ["errors.png", "fits.png", "weights.png"],
-    "local_minima": ["share_global.png", "final_losses.png", "curves.png"],
+    "local_minima": ["share_global.png", "final_losses.png", "curves.png", "critical_points.png"],
     "digits": ["loss.png", "misclassified.png"],
 }
 
@@ -154,6 +155,17 @@ def test_random_restarts_reach_more_than_one_minimum(local_minima):
 
 
 # --- digits --------------------------------------------------------------------------
+def test_critical_points_are_classified_by_their_hessian_spectrum(local_minima):
+    numbers, _ = local_minima
+    mod = experiment("local_minima")
+    assert mod.classify_spectrum(np.array([1.0, 2.0, 3.0])) == ("minimum", 0)
+    assert mod.classify_spectrum(np.array([-1.0, -0.5, 3.0])) == ("saddle", 2)
+    assert mod.classify_spectrum(np.array([0.0, 1e-9, 3.0])) == ("flat", 0)
+    for w in (2, 4):
+        assert numbers[f"width{w}_lanczos_top_error"] < 1e-6      # Lanczos = eigvalsh, float64
+        assert sum(numbers[f"width{w}_spectrum"].values()) == numbers[f"width{w}_critical"]
+
+
 def test_digits_reaches_97_percent_test_accuracy(digits):
     numbers, _ = digits
     assert numbers["test_accuracy"] >= 0.97
