@@ -16,9 +16,10 @@ labels; `FitResult.history_columns` holds them per name.
     layer_grad_norm     ||g_l||, the gradient's norm over group l           (groups)
     update_ratio        ||u_l|| / ||p_l||, update over params, per group    (groups)
                         (inf where p_l = 0, as after a zero start)
-    unit_spread         sqrt(mean_i ||r_i - mean_j r_j||^2) over the units   (hidden groups)
-                        i of a layer, r_i the unit's incoming weights and bias
-                        (row i of every leaf, axis 0 = units); exactly 0 when
+    unit_spread         sqrt(mean_i ||r_i - r_1||^2) over the units i of a     (hidden groups)
+                        layer, r_i the unit's incoming weights and bias (row i
+                        of every leaf, axis 0 = units), against the first unit
+                        (not the mean, whose rounding is not exact); exactly 0 when
                         all units are equal, as after a zero start
     dead_fraction       the share of a hidden layer's units whose slope g'(z)  (hidden layers)
                         is exactly 0 for every example (a ReLU with z <= 0 on
@@ -108,12 +109,13 @@ def _norm(tree: Any) -> jax.Array:
 
 
 def unit_spread(tree: Any) -> jax.Array:
-    """RMS distance of the units' rows (axis 0 of every leaf) to their mean."""
+    """RMS distance of the units' rows (axis 0 of every leaf) to the first
+    unit's row: exactly 0 when every unit is equal, in any precision."""
     leaves = [x for x in jax.tree.leaves(tree) if jnp.ndim(x) >= 1]
     if not leaves:
         return jnp.zeros(())
     rows = jnp.concatenate([x.reshape(x.shape[0], -1) for x in leaves], axis=1)
-    centred = rows - jnp.mean(rows, axis=0, keepdims=True)
+    centred = rows - rows[:1]
     return jnp.sqrt(jnp.mean(jnp.sum(centred * centred, axis=1)))
 
 
