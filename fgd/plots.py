@@ -311,12 +311,16 @@ def lr_range(found, path=None, title: str = "Learning-rate range test") -> Figur
 
 def per_layer(series: Mapping[str, np.ndarray], columns: Sequence[str], path=None,
               title: str = "Per layer", ylabel: str = "", log: bool = False,
-              every: int = 1) -> Figure:
-    """One panel per run, one line per layer: ``series[run]`` is an
-    (epochs, layers) history entry such as ``history["layer_grad_norm"]``
-    (NaN rows, from ``diagnostics_every``, are skipped)."""
-    fig = Figure(figsize=(4.2 * len(series), 3.4))
-    axes = fig.subplots(1, len(series), squeeze=False)[0]
+              ylim=None) -> Figure:
+    """One panel per run (three to a row), one line per layer: ``series[run]``
+    is an (epochs, layers) history entry such as ``history["layer_grad_norm"]``
+    (NaN rows, from ``diagnostics_every``, are skipped); ``ylim`` shares one range."""
+    ncols = min(3, len(series))
+    nrows = -(-len(series) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(series):]:
+        ax.set_visible(False)
     for ax, (name, rows) in zip(axes, series.items()):
         rows = np.asarray(rows, float)
         epochs = np.arange(rows.shape[0])
@@ -325,9 +329,11 @@ def per_layer(series: Mapping[str, np.ndarray], columns: Sequence[str], path=Non
             ax.plot(epochs[keep], rows[keep, j], label=columns[j] if j < len(columns) else str(j))
         if log:
             ax.set_yscale("log")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
-    axes[0].set_ylabel(ylabel)
+        ax.set_ylabel(ylabel)
     axes[0].legend(fontsize=7)
     fig.suptitle(title)
     return _finish(fig, path)
