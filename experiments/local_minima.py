@@ -72,7 +72,6 @@ import time
 import warnings
 
 import jax
-
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
