@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fgd import _checks
+from fgd import _cache, _checks
 
 #: Lanczos steps fit's "sharpness" history entry takes per measurement.
 SHARPNESS_STEPS = 20
@@ -132,7 +132,19 @@ def hessian_eigs(loss: Callable, params: Any, *data, k: int = 1, which: str = "t
     return {"top": top, "bottom": bottom, "both": (top, bottom)}[which]
 
 
+#: (loss, steps) -> the jitted Lanczos run, for hashable losses (fgd.Loss)
+_RITZ = _cache.LRU("hessian_eigs", 16)
+
+
 def _ritz(loss: Callable, steps: int) -> Callable:
+    try:
+        hash(loss)
+    except TypeError:
+        return _make_ritz(loss, steps)
+    return _RITZ.get((loss, steps), lambda: _make_ritz(loss, steps))
+
+
+def _make_ritz(loss: Callable, steps: int) -> Callable:
     def run(params, data, key):
         hvp, flat = hvp_fn(loss, params, *data)
         return lanczos(hvp, flat.size, steps, key, flat.dtype)

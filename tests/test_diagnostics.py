@@ -157,3 +157,18 @@ def test_sweep_refuses_diagnostics():
     with pytest.raises(ValueError, match="sweep records no diagnostics"):
         fgd.sweep(loss, fgd.sgd, X, Y, init=lambda k: fgd.MLP((2, 3, 1)).init(k), lrs=[0.1],
                   epochs=2, history=("loss", "sharpness"))
+
+
+def test_a_cnn_gets_one_column_per_parametrised_layer():
+    net = fgd.CNN((1, 6, 6), (fgd.Conv(2, 3), fgd.MaxPool(2), fgd.Flatten(), fgd.Dense(4), fgd.Dense(3)),
+                  hidden="relu", output="softmax")
+    params = net.init(jax.random.key(0), "he", dtype=jnp.float64)
+    X = jax.random.normal(jax.random.key(1), (1, 6, 6, 10), jnp.float64)
+    Y = jax.nn.one_hot(jnp.arange(10) % 3, 3, dtype=jnp.float64).T
+    loss = fgd.make_loss(net, "cross_entropy")
+    r = fgd.fit(loss, params, fgd.sgd(0.1), X, Y, epochs=2, progress=False, history=ALL)
+    assert r.history_columns["layer_grad_norm"] == ("layer 1", "layer 4", "layer 5")
+    assert r.history_columns["dead_fraction"] == ("layer 1", "layer 4")
+    Z = net.forward(params, X).Z
+    dead_ref = [np.mean(np.all(np.asarray(Z[i]) <= 0, axis=-1)) for i in (0, 3)]
+    np.testing.assert_allclose(r.history["dead_fraction"][0], dead_ref)
