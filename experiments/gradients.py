@@ -17,7 +17,9 @@ stays finite and fits; a run at `lr / 10` without clipping is the baseline.
 Vanishing. A 10-layer net (64-32x9-10, softmax, cross-entropy) on the 8x8
 digits, with sigmoid hidden units and Xavier init, then with relu and He
 init, trained by mini-batch `fgd.sgd(deep_lr)`. The per-layer gradient norms
-||dW[l]|| over the whole training set (jax.grad) at init and along training:
+||g[l]|| (W and b) over the whole training set at init and along training
+(fit's on-device history "layer_grad_norm", with "dead_fraction" and
+"saturated_fraction" per hidden layer, and `fgd.diagnose` on each run):
 with sigmoid, g'(z) <= 1/4 shrinks the backward signal at every layer, so
 layer 1's gradient is orders of magnitude below layer 10's and the net does
 not learn; with relu + He the norms stay within a small factor of each other
@@ -58,11 +60,13 @@ class Config:
 
 
 def layer_norms(loss):
-    """A jitted params, X, Y -> ||dW[l]|| (Frobenius) for l = 1..L over the whole set (X, Y)."""
+    """A jitted params, X, Y -> ||g[l]|| (W and b together) for l = 1..L over the whole set,
+    the same figure as fit's history entry "layer_grad_norm"."""
 
     @jax.jit
     def norms(params, X, Y):
-        return jnp.stack([jnp.linalg.norm(layer["W"]) for layer in jax.grad(loss)(params, X, Y)])
+        return jnp.stack([jnp.sqrt(jnp.sum(layer["W"] ** 2) + jnp.sum(layer["b"] ** 2))
+                          for layer in jax.grad(loss)(params, X, Y)])
 
     return lambda params, X, Y: np.asarray(norms(params, X, Y))
 
@@ -89,33 +93,35 @@ def exploding(config: Config, dtype, key):
     return results
 
 
+UNIT_HISTORY = ("layer_grad_norm", "dead_fraction", "saturated_fraction")
+
+
 def vanishing(config: Config, dtype, key):
     k_split, k_init, k_batch = jax.random.split(key, 3)
     d = fgd.data.digits(dtype)
     split = fgd.data.train_test_split(k_split, d.X, d.Y, 0.25, stratify=True)
     sizes = (64,) + (config.width,) * (config.depth - 1) + (10,)
-    chunk = max(config.deep_epochs // 10, 1)
     out = {}
     for hidden, scheme in (("sigmoid", "xavier"), ("relu", "he")):
         net = fgd.MLP(sizes, hidden=hidden, output="softmax")
         loss = fgd.make_loss(net, "cross_entropy")
         params = net.init(k_init, scheme, dtype=dtype)
-        opt = fgd.sgd(config.deep_lr)  # one object: fit caches its compiled loop on it
-        norms_of = layer_norms(loss)
-        norms, epochs, losses = [norms_of(params, split.X_train, split.Y_train)], [0], []
-        # sgd keeps no state between updates, so training in chunks of `chunk`
-        # epochs is the same run as one fit call; the norms are read in between.
-        for c in range(0, config.deep_epochs, chunk):
-            result = fgd.fit(loss, params, opt, split.X_train, split.Y_train,
-                             epochs=chunk, batch_size=config.batch_size, key=jax.random.fold_in(k_batch, c))
-            params = result.params
-            losses.extend(result.history["loss"])
-            norms.append(norms_of(params, split.X_train, split.Y_train))
-            epochs.append(c + chunk)
+        opt = fgd.sgd(config.deep_lr)
+        # the per-layer norms (and dead/saturated units) along training come from
+        # fit's on-device history entries, measured on the whole training set at
+        # the params each epoch ends with; epoch 0 is the start, measured here
+        result = fgd.fit(loss, params, opt, split.X_train, split.Y_train, epochs=config.deep_epochs,
+                         batch_size=config.batch_size, key=k_batch, progress=False,
+                         history=("loss",) + UNIT_HISTORY)
+        params = result.params
+        norms = np.vstack([layer_norms(loss)(net.init(k_init, scheme, dtype=dtype), split.X_train,
+                                             split.Y_train), result.history["layer_grad_norm"]])
+        epochs, losses = np.arange(config.deep_epochs + 1), result.history["loss"]
         accuracy = float(np.mean(np.asarray(net.apply(params, split.X_test)).argmax(0)
                                  == np.asarray(split.Y_test).argmax(0)))
         out[f"{hidden} + {scheme}"] = dict(norms=np.array(norms), epochs=np.array(epochs),
-                                           loss=np.array(losses), test_accuracy=accuracy)
+                                           loss=np.array(losses), test_accuracy=accuracy,
+                                           result=result)
     return out
 
 
@@ -160,6 +166,14 @@ def main(config: Config) -> dict:
         numbers[f"vanish_{tag}_end_first_over_last"] = float(n1[0] / n1[-1])
         numbers[f"vanish_{tag}_final_loss"] = float(v["loss"][-1])
         numbers[f"vanish_{tag}_test_accuracy"] = v["test_accuracy"]
+        r = v["result"]
+        dead, sat = r.history["dead_fraction"], r.history["saturated_fraction"]
+        numbers[f"vanish_{tag}_dead_fraction_end"] = dead[-1]
+        numbers[f"vanish_{tag}_saturated_fraction_end"] = sat[-1]
+        numbers[f"vanish_{tag}_diagnosis"] = fgd.diagnose(r).findings
+        print(f"{name}: dead fraction per hidden layer at the end {np.round(dead[-1].astype(float), 3).tolist()}; "
+              f"saturated {np.round(sat[-1].astype(float), 3).tolist()}")
+        print(f"{name}: {fgd.diagnose(r)}")
         rows.append({"net": name, "||dW1|| init": n0[0], f"||dW{config.depth}|| init": n0[-1],
                      "ratio init": n0[0] / n0[-1], "ratio end": n1[0] / n1[-1],
                      "final loss": float(v["loss"][-1]), "test acc": v["test_accuracy"]})
@@ -189,6 +203,16 @@ def main(config: Config) -> dict:
         fig.axes[0].set_ylim(min(lows), max(highs))
         fig.axes[0].legend(fontsize="x-small", ncol=2)
         plots.save(fig, out / f"vanishing_{name.split(' ')[0]}.png")
+    first = next(iter(deep.values()))["result"]
+    for entry, what in (("saturated_fraction", "saturated (|g'(z)| < 0.01) unit-example pairs"),
+                        ("dead_fraction", "dead units (slope 0 on every example)")):
+        series = {name: v["result"].history[entry] for name, v in deep.items()}
+        if all(np.isnan(h).all() for h in series.values()):
+            continue
+        plots.per_layer({k: np.nan_to_num(h, nan=0.0) for k, h in series.items()},
+                        first.history_columns[entry], path=out / f"vanishing_{entry}.png",
+                        title=f"Share of {what} per hidden layer (fit history '{entry}'; 0 where it does not apply)",
+                        ylabel="fraction")
     plots.loss_curves({name: v["loss"] for name, v in deep.items()}, path=out / "vanishing_loss.png",
                       title=f"{config.depth}-layer digits net: sigmoid stalls, relu + He trains",
                       ylabel="mean mini-batch loss")

@@ -31,6 +31,15 @@ the few unsaturated units, multiplied by 10x weights and a loss of about 12.
 The vanishing gradient at the start is the "small" one here, 2e-4: 0.01
 weights shrink the backpropagated delta layer by layer (it still trains, after
 a plateau of about 400 epochs).
+
+Along training (fit's on-device history: "layer_grad_norm",
+"saturated_fraction", "unit_spread" per layer, every epochs/100 epochs;
+figures saturated_fraction.png and layer_grad_norm.png): the history's unit
+spread of zeros and equal is exactly 0 at every measured epoch, as the
+hand-made trace says; saturation GROWS during training for every random
+start (first hidden layer at the end: small 45%, xavier 51%, he 60%, large
+87%), as the weights grow to fit the flower, and large stays near 87-96%
+throughout.
 """
 from __future__ import annotations
 
@@ -63,6 +72,10 @@ class Config:
     large_scale: float = 10.0
     out: str = "runs"
     full: bool = False
+
+
+#: fit's on-device per-layer history entries this experiment plots
+PER_LAYER = ("layer_grad_norm", "saturated_fraction", "unit_spread")
 
 
 def initial_params(net: fgd.MLP, scheme: str, key, large_scale: float):
@@ -119,11 +132,13 @@ def main(config: Config) -> dict:
     key = jax.random.key(config.seed)
 
     numbers: dict = {"net": net.sizes, "m": m, "epochs": epochs, "lr": config.lr}
-    rows, curves, z_samples = [], {}, {}
+    rows, curves, z_samples, layers = [], {}, {}, {}
     for scheme in ("zeros", "equal", "small", "large", "xavier", "he"):
         params = initial_params(net, scheme, key, config.large_scale)
         start = at_start(net, loss, params, X, Y)
-        result = fgd.fit(loss, params, opt, X, Y, epochs=epochs, batch_size=config.batch_size, key=key)
+        result = fgd.fit(loss, params, opt, X, Y, epochs=epochs, batch_size=config.batch_size, key=key,
+                         history=("loss",) + PER_LAYER, diagnostics_every=max(epochs // 100, 1))
+        layers[scheme] = result
         history = np.asarray(result.history["loss"])
         reached = np.flatnonzero(history <= TARGET_LOSS)
         acc = float(np.mean((np.asarray(net.apply(result.params, X)) > 0.5) == (np.asarray(Y) > 0.5)))
@@ -143,6 +158,13 @@ def main(config: Config) -> dict:
                          hidden_weights_moved=moved)
             row["unit spread (max over epochs)"] = float(np.asarray(spread).max())
             row["hidden W moved"] = moved
+        h = result.history
+        measured = ~np.isnan(h["saturated_fraction"][:, 0])
+        entry.update(history_saturated_end=h["saturated_fraction"][measured][-1],
+                     history_grad_norm_start=h["layer_grad_norm"][measured][0],
+                     history_unit_spread_max=np.nanmax(h["unit_spread"], axis=0))
+        row["saturated % end (history)"] = " ".join(f"{100 * v:.0f}" for v in entry["history_saturated_end"])
+        row["unit spread max (history)"] = float(np.max(entry["history_unit_spread_max"]))
         numbers[scheme] = entry
         rows.append(row)
         curves[f"large (N(0,1) x {config.large_scale:g})" if scheme == "large" else scheme] = history
@@ -153,6 +175,13 @@ def main(config: Config) -> dict:
     plots.loss_curves(curves, path=directory / "loss.png", ylabel="bce loss",
                       title=f"Loss per epoch by initialisation ({'-'.join(map(str, net.sizes))} tanh net)")
     _z_histogram(z_samples, directory / "preactivations.png")
+    columns = next(iter(layers.values())).history_columns
+    for name, what, log, ylim in (("saturated_fraction", "saturated (tanh'(z) < 0.01) unit-example pairs",
+                                   False, (-0.02, 1.02)),
+                                  ("layer_grad_norm", "gradient norm ||g[l]||", True, None)):
+        plots.per_layer({s: r.history[name] for s, r in layers.items()}, columns[name],
+                        path=directory / f"{name}.png", log=log, ylim=ylim,
+                        title=f"{what}, per layer over epochs (fit history '{name}')")
     return records.finish(directory, numbers, curves)
 
 

@@ -41,6 +41,12 @@ from fgd import metrics
 from fgd.metrics import evaluate
 from fgd.training.callbacks import CSVLogger, TensorBoardLogger
 
+# --- diagnostics and curvature --------------------------------------------------
+from fgd import curvature
+from fgd.curvature import hessian_eigs
+from fgd.training.lr_find import LRFind, lr_find
+from fgd.diagnose import Diagnosis, diagnose
+
 # --- data, checkpoints, scale-out (plots is imported on its own: matplotlib is optional)
 from fgd import checkpoint, data, parallel
 from fgd._cache import clear_caches
@@ -59,4 +65,6 @@ __all__ = [
     "checkpoint", "data", "parallel", "clear_caches", "enable_x64",
     # using a trained model, logs of a run
     "metrics", "evaluate", "CSVLogger", "TensorBoardLogger",
+    # diagnostics and curvature
+    "curvature", "hessian_eigs", "LRFind", "lr_find", "Diagnosis", "diagnose",
 ]

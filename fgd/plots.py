@@ -319,3 +319,53 @@ def filters(W, path=None, title: str = "Learned filters", ncols: Optional[int] =
         ax.set_title(f"{i + 1}", fontsize="small")
     fig.suptitle(f"{title} ({n} x {W.shape[1]}x{W.shape[2]})")
     return _finish(fig, path)
+
+
+def lr_range(found, path=None, title: str = "Learning-rate range test") -> Figure:
+    """The loss of `fgd.lr_find` against the rate (log-log), the suggested
+    rate marked; ``found`` has ``.lrs``, ``.losses``, ``.suggestion``."""
+    lrs, losses = np.asarray(found.lrs, float), np.asarray(found.losses, float)
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot()
+    ok = np.isfinite(losses) & (losses > 0)
+    ax.loglog(lrs[ok], losses[ok], color="tab:blue", label="loss at the step's start")
+    if np.isfinite(found.suggestion):
+        ax.axvline(found.suggestion, color="tab:red", ls="--",
+                   label=f"suggestion {found.suggestion:.3g} (steepest fall)")
+    if (~ok).any():
+        ax.axvline(lrs[~ok][0], color="0.5", ls=":", label=f"stopped at {lrs[~ok][0]:.3g}")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def per_layer(series: Mapping[str, np.ndarray], columns: Sequence[str], path=None,
+              title: str = "Per layer", ylabel: str = "", log: bool = False,
+              ylim=None) -> Figure:
+    """One panel per run (three to a row), one line per layer: ``series[run]``
+    is an (epochs, layers) history entry such as ``history["layer_grad_norm"]``
+    (NaN rows, from ``diagnostics_every``, are skipped); ``ylim`` shares one range."""
+    ncols = min(3, len(series))
+    nrows = -(-len(series) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(series):]:
+        ax.set_visible(False)
+    for ax, (name, rows) in zip(axes, series.items()):
+        rows = np.asarray(rows, float)
+        epochs = np.arange(rows.shape[0])
+        keep = ~np.all(np.isnan(rows), axis=1)
+        for j in range(rows.shape[1]):
+            ax.plot(epochs[keep], rows[keep, j], label=columns[j] if j < len(columns) else str(j))
+        if log:
+            ax.set_yscale("log")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    return _finish(fig, path)

@@ -110,7 +110,14 @@ def test_zero_and_equal_init_keep_hidden_units_identical(tmp_path):
     assert min(out["large"]["saturated_fraction"]) > 0.5
     assert max(out["xavier"]["saturated_fraction"]) < 0.2
     assert out["small"]["grad_norm_W1_at_init"] < 1e-2 * out["xavier"]["grad_norm_W1_at_init"]
-    assert_figures(tmp_path / "initialization", ["loss.png", "preactivations.png"])
+    # fit's on-device history says the same: equal units, exactly
+    assert np.all(np.asarray(out["zeros"]["history_unit_spread_max"]) == 0.0)
+    assert np.all(np.asarray(out["equal"]["history_unit_spread_max"]) == 0.0)
+    # ||g[1]|| (W and b) at epoch 0 is at least ||dW[1]|| at the start (the same params)
+    assert np.asarray(out["xavier"]["history_grad_norm_start"])[0] >= \
+        out["xavier"]["grad_norm_W1_at_init"] * (1 - 1e-5)
+    assert_figures(tmp_path / "initialization", ["loss.png", "preactivations.png",
+                                                 "saturated_fraction.png", "layer_grad_norm.png"])
 
 
 # --- learning rate ------------------------------------------------------------------
@@ -135,7 +142,9 @@ def test_learning_rate_too_large_diverges_good_converges(tmp_path):
     assert classes[10.0] == "diverges"
     assert classes[0.316228] == "converges"
     assert classes[0.001] == "slow"
-    assert_figures(tmp_path / "learning_rate", ["loss.png", "final_loss.png"])
+    assert out["quadratic_rule_holds"]                  # diverges exactly when eta > 2/lambda_max
+    assert out["quadratic_lambda_max"] == pytest.approx(out["quadratic_lambda_max_closed_form"], rel=1e-4)
+    assert_figures(tmp_path / "learning_rate", ["loss.png", "final_loss.png", "sharpness.png"])
 
 
 # --- batch modes ----------------------------------------------------------------------

@@ -45,7 +45,8 @@ def regularization(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_minima(tmp_path_factory):
-    return run("local_minima", tmp_path_factory, restarts=32, epochs=1000, lrs=(1.0,), lr=1.0)
+    return run("local_minima", tmp_path_factory, restarts=32, epochs=1000, lrs=(1.0,), lr=1.0,
+               widths=(2, 4), critical_restarts=8, critical_epochs=300)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +57,11 @@ def digits(tmp_path_factory):
 
 FIGURES = {
     "gradients": ["exploding_loss.png", "exploding_grad_norm.png", "vanishing_init.png",
-                  "vanishing_sigmoid.png", "vanishing_relu.png", "vanishing_loss.png"],
+                  "vanishing_sigmoid.png", "vanishing_relu.png", "vanishing_loss.png",
+                  "vanishing_dead_fraction.png", "vanishing_saturated_fraction.png"],
     "optimizers": ["saddle.png", "saddle_loss.png", "rosenbrock.png", "wells.png", "digits_loss.png"],
     "regularization": ["errors.png", "fits.png", "weights.png"],
-    "local_minima": ["share_global.png", "final_losses.png", "curves.png"],
+    "local_minima": ["share_global.png", "final_losses.png", "curves.png", "critical_points.png"],
     "digits": ["loss.png", "misclassified.png"],
 }
 
@@ -105,6 +107,9 @@ def test_deep_sigmoid_first_layer_gradient_is_orders_of_magnitude_below_the_last
     assert 0.1 < numbers["vanish_relu_init_first_over_last"] < 10
     norms = np.asarray(numbers["vanish_relu_init_layer_norms"])
     assert norms.max() / norms.min() < 10
+    # diagnose names it from fit's on-device per-layer norms
+    assert any(f.startswith("vanishing gradients") for f in numbers["vanish_sigmoid_diagnosis"])
+    assert len(numbers["vanish_relu_dead_fraction_end"]) == 9      # one column per hidden layer
 
 
 # --- optimizers -------------------------------------------------------------------
@@ -150,6 +155,17 @@ def test_random_restarts_reach_more_than_one_minimum(local_minima):
 
 
 # --- digits --------------------------------------------------------------------------
+def test_critical_points_are_classified_by_their_hessian_spectrum(local_minima):
+    numbers, _ = local_minima
+    mod = experiment("local_minima")
+    assert mod.classify_spectrum(np.array([1.0, 2.0, 3.0])) == ("minimum", 0)
+    assert mod.classify_spectrum(np.array([-1.0, -0.5, 3.0])) == ("saddle", 2)
+    assert mod.classify_spectrum(np.array([0.0, 1e-9, 3.0])) == ("flat", 0)
+    for w in (2, 4):
+        assert numbers[f"width{w}_lanczos_top_error"] < 1e-6      # Lanczos = eigvalsh, float64
+        assert sum(numbers[f"width{w}_spectrum"].values()) == numbers[f"width{w}_critical"]
+
+
 def test_digits_reaches_97_percent_test_accuracy(digits):
     numbers, _ = digits
     assert numbers["test_accuracy"] >= 0.97

@@ -35,3 +35,12 @@ def test_optimizer_chain_and_step_run():
     # the step returns the loss at the params it started from
     assert float(namespace["loss_value"]) == pytest.approx(before, rel=1e-6)
     assert float(namespace["loss"](namespace["params"], X, Y)) < before
+
+
+def test_diagnostics_block_runs():
+    namespace: dict = {}
+    exec(python_block("## Diagnostics and curvature"), namespace)
+    result = namespace["result"]
+    assert result.history["layer_grad_norm"].shape == (200, 3)
+    assert namespace["eigs"].shape == (3,) and namespace["eigs"][0] >= namespace["eigs"][1]
+    assert namespace["found"].lrs[0] < namespace["found"].suggestion < namespace["found"].lrs[-1]

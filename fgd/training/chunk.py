@@ -20,6 +20,7 @@ from fgd import _cache, _compile, metrics, parallel
 from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.optim import tree
 from fgd.optim.optimizers import current_lr
+from fgd.training import diagnostics
 from fgd.training.step import train_step
 
 #: Epochs one compiled chunk can record: full batch, mini-batch.
@@ -27,6 +28,7 @@ CAPACITY_FULL, CAPACITY_MINI = 16384, 1024
 HISTORY_NAMES = ("loss", "val_loss", "grad_norm", "lr")
 # metrics on the training and validation data (`fgd.metrics.HISTORY`)
 HISTORY_NAMES += tuple(metrics.HISTORY)
+HISTORY_NAMES = HISTORY_NAMES + diagnostics.NAMES   # on-device diagnostics, opt-in by name
 
 
 # --- what a compiled chunk of epochs is made of ---------------------------------
@@ -63,6 +65,7 @@ class Spec(NamedTuple):
     batched: bool = False      # a last axis of runs on every carry leaf (fgd.sweep)
     mesh: Any = None           # a Mesh: batches split over its "data" axis (fgd.parallel)
     tricks: _compile.Tricks = _compile.NONE   # the compile tricks this chunk uses
+    diagnostics_every: int = 1  # diagnostics (fgd.training.diagnostics) every k-th epoch
 
     def build_optimizer(self, hparams):
         return self.optimizer.obj(hparams) if self.factory else self.optimizer.obj
@@ -194,7 +197,7 @@ def _epoch_loss(spec: Spec, values: Array, params: Params) -> Array:
 
 def _record(spec: Spec, loss: Array, grad_norm, val, lr, extra: Optional[dict] = None) -> dict:
     values = {"loss": loss, "val_loss": val, "grad_norm": grad_norm, "lr": lr, **(extra or {})}
-    return {name: values[name] for name in spec.history}
+    return {name: values[name] for name in spec.history if name in values}
 
 
 def _metrics(spec: Spec, params: Params, data: Data, examples_first: bool) -> dict:
@@ -226,7 +229,11 @@ def full_batch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knob
     new_params, new_state = tree.tree_where(go, (params, state), (keep, c.opt_state))
     carry = Carry(c.epoch + 1, c.updates + go.astype(jnp.int32), code, new_params, new_state, best,
                   _lowest(spec, c.low, value), c.bad_batch)
-    return carry, _record(spec, value, gnorm, val, lr, _metrics(spec, c.params, data, False))
+    diag = diagnostics.measure(spec, spec.loss_fn(), c.params, lambda: grads,
+                               lambda: jax.tree.map(jnp.subtract, params, c.params),
+                               data.X, data.Y, c.epoch)
+    return carry, {**_record(spec, value, gnorm, val, lr, _metrics(spec, c.params, data, False)),
+                   **diag}
 
 
 def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs):
@@ -264,7 +271,19 @@ def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs
     updates = c.updates + jnp.where(finite, spec.n_batches, 0).astype(jnp.int32)
     bad = jnp.argmax(~jnp.isfinite(values)).astype(jnp.int32)    # first bad batch, 0 if none
     carry = Carry(c.epoch + 1, updates, code, params, state, best, _lowest(spec, c.low, value), bad)
-    return carry, _record(spec, value, gnorm, val, lr, extra)
+    return carry, {**_record(spec, value, gnorm, val, lr, extra),
+                   **_minibatch_diagnostics(spec, c, params, data)}
+
+
+def _minibatch_diagnostics(spec: Spec, c: Carry, params: Params, data: Data) -> dict:
+    """Diagnostics at the params the epoch ends with, on all of X (back in
+    the (..., m) layout), the epoch's net change as the update."""
+    if not any(n in diagnostics.NAMES for n in spec.history):
+        return {}
+    loss_fn = spec.loss_fn()
+    X, Y = jnp.moveaxis(data.X, 0, -1), jnp.moveaxis(data.Y, 0, -1)
+    return diagnostics.measure(spec, loss_fn, params, lambda: jax.grad(loss_fn)(params, X, Y),
+                               lambda: jax.tree.map(jnp.subtract, params, c.params), X, Y, c.epoch)
 
 
 def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None, *,
@@ -293,7 +312,10 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
         epoch = spec.tricks.batched(epoch, carry.epoch.shape[0])
     dtype = tree.scalar_dtype(carry.params)
     runs = carry.epoch.shape                                # () or (R,)
-    rows = {name: jnp.full(runs + (spec.capacity,), jnp.nan, dtype) for name in spec.history}
+    width = lambda name: (len(diagnostics.columns(loss_fn, carry.params, name)),) \
+        if name in diagnostics.NAMES and name != "sharpness" else ()
+    rows = {name: jnp.full(runs + width(name) + (spec.capacity,), jnp.nan, dtype)
+            for name in spec.history}
 
     def active(c):
         return (c.epoch < knobs.end) & (c.stop == 0)

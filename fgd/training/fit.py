@@ -34,7 +34,7 @@ from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.losses import Loss, check_targets
 from fgd.optim import tree
 from fgd.optim.optimizers import check_lr_state
-from fgd.training import chunk, driver, faults
+from fgd.training import chunk, diagnostics, driver, faults
 from fgd.training.callbacks import check_callbacks, close_all
 from fgd.training.resume import check_args as resume_checks, open_saver
 
@@ -108,6 +108,7 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
                          "lower validation loss")
     names = check_history(history, Xv is not None)
     metrics.check_history(loss, names, Xv is not None)
+    diagnostics.check_names(names, loss)
 
     if mesh is not None:
         X, Y, Xv, Yv = parallel.place_training_data(mesh, X, Y, Xv, Yv, batch_size=batch_size,
@@ -196,6 +197,8 @@ class FitResult(NamedTuple):
         of the first NaN/Inf batch loss of `nonfinite_epoch`, else None.
       skipped: nonfinite="skip": updates skipped for a NaN/Inf gradient.
       resumed_epoch: the epoch a checkpoint restored the run at, else None.
+      history_columns: name -> column labels of each per-layer diagnostic
+        in `history` (arrays (epochs, columns)); see `fgd.training.diagnostics`.
     """
 
     params: Params
@@ -210,6 +213,7 @@ class FitResult(NamedTuple):
     nonfinite_batch: Optional[int] = None
     skipped: int = 0
     resumed_epoch: Optional[int] = None
+    history_columns: Optional[dict] = None   # diagnostics name -> its column labels
 
 
 def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 1000,
@@ -220,7 +224,8 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         history: tuple = ("loss",), checkpoint_dir: Any = None,
         checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
         checkpoint_on_error: str = "raise", nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
-        local_data: bool = False, callbacks: Any = None) -> FitResult:
+        local_data: bool = False, callbacks: Any = None,
+        diagnostics_every: int = 1) -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
     Modes:
@@ -287,7 +292,13 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         needed) are computed on the device: "accuracy" and "mse" on all of
         (X, Y), the "val_" ones on the validation data, at the params
         "val_loss" is taken at (full batch: those the update starts from;
-        mini-batch: those the epoch ends with).
+        mini-batch: those the epoch ends with). Diagnostics, computed on the
+        device in the same compiled loop: "layer_grad_norm", "update_ratio",
+        "unit_spread", "dead_fraction", "saturated_fraction" (arrays (epochs,
+        columns), labels in `result.history_columns`) and "sharpness"
+        (lambda_max of the Hessian); `fgd.training.diagnostics`.
+      diagnostics_every: measure the diagnostics every k-th epoch (NaN rows
+        between), an integer >= 1.
       checkpoint_dir: a directory for `ckpt-<epoch>.npz` files holding the whole
         training state (`fgd.resume`); None (default) saves nothing.
       checkpoint_every: an int N: save after every N-th epoch (chunks end
@@ -334,6 +345,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
       ValueError, TypeError: a bad argument, named, before anything is traced.
     """
     _checks.check_optimizer(opt)
+    diagnostics_every = _checks.check_int(diagnostics_every, "diagnostics_every", 1)
     every = resume_checks(checkpoint_dir, checkpoint_every, resume, keep, checkpoint_on_error)
     callbacks = check_callbacks(callbacks)
     opt = faults.wrap(opt, faults.check_policy(nonfinite))
@@ -343,6 +355,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
                     validation_data=validation, patience=patience, min_grad=min_grad,
                     time_limit=time_limit, history=history, mesh=mesh, local_data=local_data,
                     progress=progress)
+    setup = setup._replace(spec=setup.spec._replace(diagnostics_every=diagnostics_every))
     if "lr" in setup.spec.history:
         check_lr_state(opt.init(params))
     carry = chunk.init_carry(setup.spec, params, opt.init(params))
@@ -364,7 +377,21 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
     finally:
         if saver is not None:
             saver.close()
-    return finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
+    result = finish(out, setup.spec.history, nonfinite, batch_size is not None, saver)
+    return _with_columns(result, loss, params)
+
+
+def _with_columns(result: FitResult, loss: Any, params: Params) -> FitResult:
+    """Per-layer diagnostics as (epochs, columns) arrays, with their labels."""
+    cols = {n: diagnostics.columns(loss, params, n) for n in result.history
+            if n in diagnostics.NAMES and n != "sharpness"}
+    if not cols:
+        return result
+    history = dict(result.history)
+    for n, labels in cols.items():
+        h = np.asarray(history[n])
+        history[n] = h.T if h.ndim == 2 else np.zeros((0, len(labels)), h.dtype)
+    return result._replace(history=history, history_columns=cols)
 
 
 def stop_reason(code: int, timed_out: bool) -> str:

@@ -38,6 +38,7 @@ from fgd._types import Params, PRNGKey
 from fgd.optim import tree
 from fgd.optim.optimizers import check_lr_state
 from fgd.training import chunk, driver
+from fgd.training import diagnostics
 from fgd.training.fit import prepare, stop_reason
 
 
@@ -154,6 +155,9 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
       A `SweepResult` whose arrays have leading axes (I, R).
     """
     key = jax.random.key(0) if key is None else key
+    if any(n in diagnostics.NAMES for n in history if isinstance(n, str)):
+        raise ValueError(f"sweep records no diagnostics {diagnostics.NAMES}; got history="
+                         f"{history!r}: run fgd.fit per configuration for them")
     factory, rates = _rates(make_opt, lrs)
     params, n_init = _stacked_params(init, keys)
     one = jax.tree.map(lambda a: a[0], params)
