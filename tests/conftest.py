@@ -26,7 +26,8 @@ FLOAT64_MODULES = frozenset({
     "test_activations", "test_backprop", "test_checkpoint", "test_conv", "test_data", "test_gradcheck", "test_gradcheck_any",
     "test_losses", "test_models", "test_optimizers", "test_schedules", "test_sweep", "test_train",
     "test_reliability", "test_robustness", "test_transforms", "test_tree",
-    "test_metrics", "test_resume_load", "test_callbacks", "test_workflow",
+    "test_metrics", "test_resume_load", "test_callbacks", "test_workflow", "test_curvature",
+    "test_diagnostics",
 })
 
 
