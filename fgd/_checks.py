@@ -121,15 +121,15 @@ def check_params(net: Any, params: Any, name: str = "params") -> None:
         got_leaves, got_def = jax.tree_util.tree_flatten_with_path(params)
     except Exception as e:
         raise TypeError(f"{name} must be a pytree of arrays; got {type(params).__name__}") from e
-    if exp_def != got_def:
+    if exp_def != got_def:  # type: ignore[operator]  # PyTreeDef compares
         raise ValueError(
             f"{name} must have the structure {exp_def} for {net!r}; got {got_def}"
         )
-    for (path, e), (_, g) in zip(exp_leaves, got_leaves):
+    for (path, want), (_, g) in zip(exp_leaves, got_leaves):
         where = f"{name}{jax.tree_util.keystr(path)}"
         shape = getattr(g, "shape", None)
-        if shape is None or tuple(shape) != tuple(e.shape):
-            raise ValueError(f"{where} must have shape {tuple(e.shape)}; got {_describe(g)}")
+        if shape is None or tuple(shape) != tuple(want.shape):
+            raise ValueError(f"{where} must have shape {tuple(want.shape)}; got {_describe(g)}")
         if np.dtype(g.dtype).kind != "f" and str(g.dtype) != "bfloat16":
             raise TypeError(f"{where} must be a floating-point array; got dtype {g.dtype}")
 
@@ -225,7 +225,7 @@ def check_int(value: Any, name: str, low: int, high: Optional[int] = None,
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an integer{' or None' if allow_none else ''}; "
                         f"got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
+    if int(value) < low or (high is not None and int(value) > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {bound}; got {value}")
     return int(value)

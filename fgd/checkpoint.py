@@ -60,7 +60,7 @@ from jax.tree_util import keystr
 try:
     import fcntl
 except ImportError:         # Windows: no flock; the one-writer rule is not enforced there
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None
 
 from fgd._version import __version__
 
@@ -324,7 +324,7 @@ def save(path, tree, metadata: Optional[dict] = None) -> Path:
     encoded = [_encode(keypath, leaf) for keypath, leaf in leaves]
     records = [{"member": f"leaf_{i}.npy", **rec} for i, (rec, _) in enumerate(encoded)]
     environment = {"fgd": __version__, "jax": jax.__version__,
-                   "numpy": np.__version__, "x64": bool(jax.config.jax_enable_x64)}
+                   "numpy": np.__version__, "x64": bool(jax.config.read("jax_enable_x64"))}
     header = {"format": FORMAT, "version": FORMAT_VERSION, "treedef": str(treedef),
               "environment": environment, "leaves": records, "metadata": metadata}
     try:
@@ -382,8 +382,9 @@ def _opened(path, max_bytes: int):
             with zf:
                 yield zf, header
         except CheckpointError:
-            if fp.raw.failure is not None:       # an I/O error that a parser took for damage
-                raise fp.raw.failure from None
+            failure = getattr(fp.raw, "failure", None)
+            if failure is not None:              # an I/O error that a parser took for damage
+                raise failure from None
             raise
 
 

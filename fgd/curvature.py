@@ -129,7 +129,7 @@ def hessian_eigs(loss: Callable, params: Any, *data, k: int = 1, which: str = "t
     _checks.check_key(key)
     ritz = np.asarray(_ritz(loss, steps)(params, data, key))
     top, bottom = ritz[::-1][:k], ritz[:k]
-    return {"top": top, "bottom": bottom, "both": (top, bottom)}[which]
+    return {"top": top, "bottom": bottom, "both": (top, bottom)}[which]  # type: ignore[return-value]
 
 
 #: (loss, steps) -> the jitted Lanczos run, for hashable losses (fgd.Loss)

@@ -101,7 +101,7 @@ def _describe(x: Any) -> str:
 def first_difference(expected: Any, got: Any, path: tuple = ()) -> Optional[tuple]:
     """(path, expected node, got node) where two pytrees first differ in structure, or None."""
     one = lambda t: jax.tree_util.tree_structure(t, is_leaf=lambda n: n is not t)  # noqa: E731
-    if one(expected) != one(got):
+    if one(expected) != one(got):  # type: ignore[operator]  # PyTreeDef compares
         return path, expected, got
     kids_e = jax.tree_util.tree_flatten_with_path(expected, is_leaf=lambda n: n is not expected)[0]
     kids_g = jax.tree_util.tree_flatten_with_path(got, is_leaf=lambda n: n is not got)[0]
@@ -117,7 +117,7 @@ def first_difference(expected: Any, got: Any, path: tuple = ()) -> Optional[tupl
 def _hand_leaves(hand: Any, params: Any, who: str, name: str = "params") -> list:
     """The leaves of `hand` as float64 numpy arrays, after checking it is a tree like params."""
     found = first_difference(params, hand)
-    if found is None and jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(hand):
+    if found is None and jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(hand):  # type: ignore[operator]
         found = ((), params, hand)
     if found:
         path, e, g = found
@@ -381,7 +381,8 @@ def _user_functions(net: Any, cost: Any, p64: Any, X64, Y64, seed: int) -> list:
     cache = net.forward(p64, X64)
     layer_acts = ([(l, net.activation(l)) for l in range(1, net.n_layers + 1)] if hasattr(net, "n_layers")
                   else [(i + 1, net.activation(i)) for i in range(len(net.layers))])
-    rows, seen = [], {}
+    rows: list = []
+    seen: dict = {}
     for l, act in layer_acts:
         if act is not None and not activations.is_builtin(act):
             seen.setdefault(act, []).append(cache.Z[l - 1])

@@ -38,12 +38,13 @@ def describe(tree: Any) -> dict:
     if tree is None:
         return {"node": "none"}
     children, treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda y: y is not tree)
-    if treedef.num_nodes == 1 and treedef.num_leaves == 1:     # () is a node without leaves
+    if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # type: ignore[attr-defined]     # () is a node without leaves
         return {"node": "leaf"}
     kids = [describe(c) for c in children]
     if isinstance(tree, tuple) and hasattr(type(tree), "_fields"):
+        fields = list(getattr(type(tree), "_fields"))
         return {"node": "namedtuple", "class": _class_name(type(tree)),
-                "fields": list(type(tree)._fields), "children": kids}
+                "fields": fields, "children": kids}
     if type(tree) in (list, tuple):
         return {"node": type(tree).__name__, "children": kids}
     if type(tree) is dict:

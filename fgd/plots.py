@@ -84,8 +84,8 @@ def loss_curves(histories, path=None, log: bool = True, xlabel: str = "epoch",
             kept.append(y)
         shown = np.where(bad | ((y <= 0) if log else False), np.nan, y)
         ax.plot(np.arange(y.size), shown, label=label, lw=1.4)
-    finite = [v[np.isfinite(v) & ((v > 0) if log else True)] for v in kept]
-    finite = np.concatenate(finite) if finite else np.empty(0)
+    parts = [v[np.isfinite(v) & ((v > 0) if log else True)] for v in kept]
+    finite = np.concatenate(parts) if parts else np.empty(0)
     if log:
         ax.set_yscale("log")
     if finite.size:
@@ -195,7 +195,7 @@ def optimizer_paths(f: Callable, paths: Mapping[str, np.ndarray], xlim, ylim, pa
         arrays[name] = p
     every = np.concatenate([p for p in arrays.values()]) if arrays else np.zeros((0, 2))
     xlim, ylim = _window(xlim, every[:, 0]), _window(ylim, every[:, 1])
-    xs, ys = np.linspace(*xlim, resolution), np.linspace(*ylim, resolution)
+    xs, ys = np.linspace(xlim[0], xlim[1], resolution), np.linspace(ylim[0], ylim[1], resolution)
     GX, GY = np.meshgrid(xs, ys)
     Z = np.asarray(f(GX, GY), dtype=float)
     finite = Z[np.isfinite(Z)]

@@ -82,7 +82,7 @@ class Activation(_Fields):
             if g_prime is None:
                 raise TypeError(f"Activation {name!r}: give g_prime (elementwise g) or "
                                 f"vjp(Z, A, dA) -> dZ (any other g)")
-            vjp = ElementwiseVJP(g_prime)
+            vjp = ElementwiseVJP(g_prime)  # type: ignore[assignment]  # a callable class
         elif not callable(vjp):
             raise TypeError(f"Activation {name!r}: vjp must be a function vjp(Z, A, dA) -> dZ; "
                             f"got {type(vjp).__name__}")

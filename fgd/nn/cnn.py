@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +73,8 @@ class Conv:
     """
 
     filters: int
-    kernel_size: Union[int, tuple] = 3
-    stride: Union[int, tuple] = 1
+    kernel_size: Any = 3      # an int or (kh, kw); a pair once constructed
+    stride: Any = 1           # an int or (sh, sw); a pair once constructed
     padding: str = "valid"
     in_channels: Optional[int] = None
 
@@ -93,8 +93,8 @@ class Conv:
 class _Pool:
     """Shared fields of the pooling layers: window `size`, `stride` (default `size`)."""
 
-    size: Union[int, tuple] = 2
-    stride: Union[int, tuple, None] = None
+    size: Any = 2             # an int or (p, r); a pair once constructed
+    stride: Any = None        # an int, a pair or None (= size); a pair once constructed
 
     def __post_init__(self):
         name = type(self).__name__
@@ -220,7 +220,7 @@ class CNN:
     @property
     def shapes(self) -> tuple:
         """Each layer's output shape for one example: (C, H, W) or (n,)."""
-        return self._shapes
+        return self._shapes  # type: ignore[attr-defined]  # set in __post_init__
 
     @property
     def out_dim(self) -> int:
@@ -336,7 +336,8 @@ class CNN:
           Flatten, Z[i] is the layer's output.
         """
         n = len(self.layers)
-        grads, deltas = [None] * n, [None] * n
+        grads: list = [None] * n
+        deltas: list = [None] * n
         dZ = dZ_out
         for i in range(n - 1, -1, -1):
             layer, p, A = self.layers[i], params[i], cache.A[i]

@@ -42,7 +42,8 @@ def dense_backward(net: Any, params: list, cache: Cache, dZ: Array) -> tuple[lis
         dZ[l-1] = W[l]^T dZ[l] * g[l-1]'(Z[l-1])      (n[l-1], m)
     """
     L = len(params)
-    grads, deltas = [None] * L, [None] * L
+    grads: list = [None] * L
+    deltas: list = [None] * L
     for l in range(L, 0, -1):
         deltas[l - 1] = dZ
         grads[l - 1] = {

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr
 
@@ -128,7 +129,7 @@ def _checksum(x: Any) -> str:
     if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
     a = np.ascontiguousarray(np.asarray(x))
-    return f"{zlib.crc32(a.reshape(-1).view(np.uint8)):08x}"
+    return f"{zlib.crc32(a.reshape(-1).view(np.uint8).tobytes()):08x}"
 
 
 def _array(x: Any) -> Optional[list]:
@@ -196,7 +197,8 @@ class Saver:
 
     def __init__(self, directory, every: Every, keep: int, resume: bool, nonfinite: str,
                  description: dict, key: Any, names: tuple, dtype: Any, on_error: str = "raise"):
-        self.on_error, self.warned, self.directory = on_error, set(), Path(directory)
+        self.on_error, self.directory = on_error, Path(directory)
+        self.warned: set = set()
         try:
             self.manager = CheckpointManager(directory, keep=int(keep), lock=True)
         except OSError as err:          # no lock file on a read-only or full directory
@@ -421,7 +423,7 @@ def _like_leaf(record: dict) -> Any:
         if impl is None:
             raise CheckpointError(f"leaf {record['path']}: unknown PRNG key type {dtype}")
         width = jax.random.key_data(jax.random.key(0, impl=impl)).shape[-1]
-        return jax.random.wrap_key_data(np.zeros(shape + (width,), np.uint32), impl=impl)
+        return jax.random.wrap_key_data(jnp.zeros(shape + (width,), jnp.uint32), impl=impl)
     return jax.ShapeDtypeStruct(shape, checkpoint._DTYPES[dtype])
 
 
