@@ -3,7 +3,7 @@
     python -m fgd run batch_modes            # 2,000 moons points, 40 epochs per mode
     python -m fgd run batch_modes --full     # 20,000 points, 100 epochs
 
-SEEDS.md section 3. One 2-16-1 tanh/sigmoid net (bce, xavier start, the same
+Batch, stochastic and mini-batch gradient descent. One 2-16-1 tanh/sigmoid net (bce, xavier start, the same
 start for every mode) trained by `fgd.fit` with plain `fgd.sgd` at the same
 learning rate, with batch_size None (batch GD: 1 update per epoch), 1
 (stochastic: m updates per epoch), 32 and 64 (m // k updates; the m % k
@@ -20,7 +20,7 @@ batch epochs, yet it is still ahead per second: one batch update moves the
 params no further than one stochastic update at this learning rate.
 Mini-batch 64 sits longer on the plateau near loss 0.29 than mini-batch 32.
 
-The seed's remark that the noise of stochastic updates can help leave poor
+The textbook remark that the noise of stochastic updates can help leave poor
 optima is shown by the `local_minima` experiment, not here.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ repeats are interleaved (A B C A B C ...) so that load from other processes
 hits all of them alike, and the medians are compared. The first call of each
 contender (compilation included for fgd) is printed as "cold".
 
-- tiny: the seed's 3-8-2 network (sigmoid hidden, identity output) on the 20
+- tiny: the MATLAB BP example's 3-8-2 network (sigmoid hidden, identity output) on the 20
   traffic samples (premnmx-scaled), full-batch gradient descent on sse, lr
   0.05, float32. fgd.fit vs a hand-written numpy BP loop (targets: >= 12x its
   epochs/s) and a PyTorch autograd loop (>= 100x), torch.set_num_threads set
@@ -97,7 +97,7 @@ def block(tree):
     return tree
 
 
-# --- tiny: the seed's 3-8-2 network ----------------------------------------------------
+# --- tiny: the MATLAB BP example's 3-8-2 network ----------------------------------------------------
 def tiny_data():
     d = fgd.data.traffic(jnp.float32)
     X, _ = fgd.data.premnmx(d.X)
@@ -109,7 +109,7 @@ TINY = fgd.MLP((3, 8, 2), hidden="sigmoid", output="identity")
 
 
 def numpy_bp(params, X, Y, lr, epochs):
-    """The seed's MATLAB loop in numpy (SEEDS.md section 8), in place."""
+    """The MATLAB BP example's loop in numpy, in place."""
     W1, b1, W2, b2 = (np.array(params[0]["W"]), np.array(params[0]["b"]),
                       np.array(params[1]["W"]), np.array(params[1]["b"]))
     lr = np.float32(lr)

@@ -1,4 +1,4 @@
-"""A small CNN on the 8x8 digits, trained by gradient descent (SEEDS.md section 2: "the same gradient descent trains CNNs").
+"""A small CNN on the 8x8 digits, trained by gradient descent (the same gradient descent trains CNNs).
 
     python -m fgd run cnn                 # CPU, 1 seed, 30 epochs: well under a minute
     python -m fgd run cnn --full          # 5 seeds (5 splits), 60 epochs each
@@ -9,7 +9,7 @@ The network (`fgd.CNN`, images (1, 8, 8, m), examples last):
     -> Flatten (128) -> Dense(64) relu -> Dense(10) softmax,  cross-entropy
 
 He init, Adam with mini-batches of `batch_size`, float32. A quarter of the
-1,797 images, stratified by class and drawn from the seed's key, is held out
+1,797 images, stratified by class and drawn from the key of --seed, is held out
 as the test set; it is never used for training or for any choice made here
 (its loss is recorded only to draw the curve). The trained network's
 hand-derived gradient (`fgd.backprop`, the correlations and flipped-kernel

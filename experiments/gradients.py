@@ -3,9 +3,9 @@
     python -m fgd run gradients            # CPU, about 20 s
     python -m fgd run gradients --full     # more epochs
 
-SEEDS.md section 7: "gradient clipping bounds gradients to fight exploding
-gradients; vanishing gradients make learning stall"; section 5: sigmoid
-units in their flat regions "can make gradients vanish".
+The claims: gradient clipping bounds gradients to fight exploding gradients;
+vanishing gradients make learning stall; sigmoid units in their flat regions
+can make gradients vanish.
 
 Exploding. An 8-hidden-layer relu net (1-32x8-1, He init, identity output,
 mse) fits y = sin(2x) + noise on 200 points with full-batch gradient descent

@@ -9,10 +9,10 @@ full-batch gradient descent (`fgd.sgd`, lr 0.5) from each start:
 - "zeros": W = 0, b = 0. Every hidden unit computes the same function; with
   tanh it is 0 and its gradient is 0, so nothing but the output bias moves.
 - "equal": every W entry 0.5, b = 0 (built by hand). The units do move, but
-  they get identical gradients and stay identical (SEEDS.md section 5).
+  they get identical gradients and stay identical.
   Measured: the largest difference between two hidden units' weight rows,
   over every epoch (`spread`), in each hidden layer.
-- "small": W ~ N(0, 1) x 0.01 (the seed's default).
+- "small": W ~ N(0, 1) x 0.01 (the classic exercise's default).
 - "large": W ~ N(0, 1) x 10 (scheme "normal", scale 10).
 - "xavier", "he".
 

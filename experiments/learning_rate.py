@@ -3,10 +3,11 @@
     python -m fgd run learning_rate            # 1-16-1 tanh net fits sin(3x), 2,000 epochs (~1 min)
     python -m fgd run learning_rate --full     # 40 rates, 20,000 epochs
 
-SEEDS.md section 6. A 1-16-1 net (tanh hidden, linear output, mse, xavier
+Too large a rate overshoots or diverges, too small converges slowly. A
+1-16-1 net (tanh hidden, linear output, mse, xavier
 start, the same start for every rate) fits y = sin(3x) on 64 points of
 [-1, 1] by full-batch gradient descent. The rates 10^-3, 10^-2.5, ..., 10^1.5
-(0.01, the seed's common first value, among them) all train in ONE vmapped
+(0.01, the common first value, among them) all train in ONE vmapped
 `fgd.sweep` call.
 
 Each rate is classified by this rule, in this order:
@@ -54,7 +55,7 @@ COLOURS = {"slow": "tab:blue", "converges": "tab:green", "oscillates": "tab:oran
 class Config:
     """Full-batch gradient descent at many learning rates, in one sweep."""
 
-    lr: float = 0.01                   # the seed's first value; always in the grid
+    lr: float = 0.01                   # the common first value 0.01; always in the grid
     epochs: int = 2_000
     batch_size: Optional[int] = None   # full batch
     seed: int = 0

@@ -3,7 +3,7 @@
     python -m fgd run local_minima            # CPU, about 20 s
     python -m fgd run local_minima --full     # 1,024 restarts, 10,000 epochs
 
-SEEDS.md section 4: gradient descent is a local search and can stop in a
+The claims: gradient descent is a local search and can stop in a
 local optimum; random initialisation (different runs reach different optima),
 the learning rate and stochastic updates change which one is reached.
 
@@ -24,7 +24,7 @@ The table gives, per setting, the fraction of restarts in each class and the
 median gradient norm there; the figures show the share reaching the global
 minimum against the rate, the sorted final losses (the flat step at ln(2)/2
 is the local minimum) and loss curves whose long plateaus are the slow,
-saddle-like regions of SEEDS.md section 4.
+saddle-like regions.
 
 What the default run shows (float32, CPU): the same 128 starts end in the
 global minimum or at ln(2)/2 (about a quarter of them, gradient norm ~1e-3),
@@ -35,7 +35,7 @@ do best at small rates (58% at lr 0.1, 66% at 0.3), but at equal epochs
 they also make four times as many updates; at lr 1 and 3 they reach the
 global minimum LESS often than full batch (56% and 39% vs 70% and 72%).
 So on XOR 2-2-1 the noise of batch-1 updates does not by itself rescue
-starts from the ln(2)/2 minimum: the seed's claim that stochastic updates
+starts from the ln(2)/2 minimum: the textbook claim that stochastic updates
 help leave poor optima is not borne out here beyond the small-rate regime.
 
 Hessian spectrum of critical points, at several widths. Gradient descent

@@ -3,8 +3,8 @@
     python -m fgd run optimizers            # CPU, about 20 s
     python -m fgd run optimizers --full     # finer learning-rate grid, longer runs
 
-Five optimizers (SEEDS.md section 6, "momentum and Adam improve on plain
-gradient descent in practice"; the picture of walking down into a valley):
+Five optimizers (the claim: momentum and Adam improve on plain
+gradient descent in practice; the picture of walking down into a valley):
 
     gd        fgd.sgd(lr)
     momentum  fgd.sgd(lr, momentum=0.9)

@@ -1,15 +1,15 @@
-"""The seed's two-layer net on the planar flower: accuracy and decision boundaries for 1 to 50 hidden units vs logistic regression.
+"""The classic two-layer exercise's net on the planar flower: accuracy and decision boundaries for 1 to 50 hidden units vs logistic regression.
 
     python -m fgd run planar             # 400 points, 10,000 epochs per size
     python -m fgd run planar --full      # 4,000 points, 20,000 epochs per size
 
-SEEDS.md section 5: tanh hidden layer, sigmoid output, binary cross-entropy,
+The classic two-layer exercise: tanh hidden layer, sigmoid output, binary cross-entropy,
 W ~ N(0, 1) x 0.01 and b = 0 (scheme "small"), full-batch gradient descent
 (`fgd.sgd`, lr 1.2). One net per hidden size (different shapes cannot share a
 vmap, so the sizes are sequential `fgd.fit` calls). The baseline is logistic
 regression: the 2-1 net with a sigmoid output, same cost and optimizer. A
 second flower drawn from another key is the test set (training vs
-generalisation accuracy, SEEDS.md section 7).
+generalisation accuracy).
 
 One hidden unit gives a straight-line boundary, like logistic regression
 (the output is a monotone function of one linear projection of x); it scores

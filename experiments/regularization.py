@@ -3,8 +3,8 @@
     python -m fgd run regularization            # CPU, about 30 s
     python -m fgd run regularization --full     # 10,000 epochs
 
-SEEDS.md sections 4 and 7: overfitting and underfitting, training error vs
-generalisation error, L1/L2 regularisation.
+Overfitting and underfitting, training error vs generalisation error,
+L1/L2 regularisation.
 
 A wide MLP 1-128-128-1 (tanh, Xavier init, identity output, mse) fits 20
 noisy samples of y = sin(3x) + N(0, 0.3^2) on [-1, 1] with full-batch Adam

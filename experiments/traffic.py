@@ -1,10 +1,10 @@
-"""The seed's MATLAB BP example: a 3-8-2 net forecasts road traffic; SSE never reaches 1e-3 in 50,000 epochs.
+"""The MATLAB BP example: a 3-8-2 net forecasts road traffic; SSE never reaches 1e-3 in 50,000 epochs.
 
     python -m fgd run traffic                  # uniform [0, 1] start from --seed
     python -m fgd run traffic --matlab-init    # MATLAB's own rand start (MT19937, seed 5489)
     python -m fgd run traffic --full           # also 256 random starts in one fgd.sweep call
 
-SEEDS.md section 8, with its exact settings: inputs (population, vehicles,
+With its exact settings: inputs (population, vehicles,
 road area) and targets (passengers, freight) scaled to [-1, 1] by premnmx; 8
 logsig hidden units, 2 purelin outputs; weights and biases uniform on [0, 1];
 full-batch gradient descent, learning rate 0.05, on the sum of squared errors;
@@ -40,7 +40,7 @@ MATLAB_FIRST_RAND = 0.8147236863931789  # rand() right after MATLAB starts
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The MATLAB BP example (SEEDS.md section 8)."""
+    """The MATLAB BP example."""
 
     lr: float = 0.05
     epochs: int = 50_000

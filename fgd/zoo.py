@@ -41,7 +41,7 @@ def _inputs(rng: np.random.Generator, net: Any) -> np.ndarray:
 
 
 def cases() -> Iterator[Case]:
-    """The seeds' networks, every activation and cost, deep nets, penalties,
+    """The textbook networks, every activation and cost, deep nets, penalties,
     and convolutional networks (strides, paddings, max and average pooling)."""
     yield Case("traffic 3-8-2 logsig/purelin", MLP((3, 8, 2), "logsig", "purelin"), "sse")
     yield Case("xor 2-2-1 sigmoid", MLP((2, 2, 1), "sigmoid", "sigmoid"), "bce")

@@ -1,7 +1,7 @@
-"""The experiments of issue 5, each claim checked at a small setting.
+"""The experiments, each claim checked at a small setting.
 
 Each test calls an experiment's `main(Config(...))` with `out` in a temporary
-directory and checks the numbers it returns against the claim (SEEDS.md)
+directory and checks the numbers it returns against the claim
 and, where there is one, a reference value; and that its figures were
 written. Reference values of long runs (traffic's 50,000 epochs) were
 measured once in float64 on CPU; their tolerance is loose (1e-3 relative)
@@ -38,7 +38,7 @@ def assert_figures(directory: Path, names):
     assert (directory / "history.csv").is_file()
 
 
-# --- traffic: the seed's MATLAB example -------------------------------------------
+# --- traffic: the MATLAB BP example -------------------------------------------
 TRAFFIC_SSE_KEY0 = 0.04931    # final SSE after 50,000 epochs from jax key 0, float64
 TRAFFIC_SSE_MATLAB = 0.04438  # the same from MATLAB's own rand start
 
@@ -47,7 +47,7 @@ def test_traffic_runs_all_50000_epochs_without_reaching_the_goal(tmp_path):
     mod = experiment("traffic")
     with pytest.warns(UserWarning, match="outside the fitted range"):
         out = mod.main(mod.Config(out=str(tmp_path)))
-    # What happens with the seed's settings: the goal SSE < 1e-3 is never met.
+    # What happens with its settings: the goal SSE < 1e-3 is never met.
     assert out["epochs"] == 50_000
     assert out["stop_reason"] == "epochs"
     assert not out["reached_goal"]
@@ -137,7 +137,7 @@ def test_learning_rate_too_large_diverges_good_converges(tmp_path):
     mod = experiment("learning_rate")
     out = mod.main(mod.Config(out=str(tmp_path), epochs=1000))
     classes = dict(zip(np.asarray(out["rates"]).round(6), out["classes"]))
-    assert 0.01 in classes                              # the seed's first value is in the grid
+    assert 0.01 in classes                              # the common first value 0.01 is in the grid
     assert classes[31.622777] == "diverges"
     assert classes[10.0] == "diverges"
     assert classes[0.316228] == "converges"

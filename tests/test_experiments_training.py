@@ -1,4 +1,4 @@
-"""The training experiments of issue 5 (optimizers, gradients, regularization,
+"""The training experiments (optimizers, gradients, regularization,
 local_minima, digits): each claim asserted on a real, small run.
 
 Every experiment's `main` runs once per module (fixtures below) at a small

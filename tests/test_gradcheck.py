@@ -34,7 +34,7 @@ def backprop_wrong_db_sign(net, cost, params, X, Y, l2=0.0, l1=0.0):
 
 
 def backprop_missing_gprime(net, cost, params, X, Y, l2=0.0, l1=0.0):
-    """The seed's two-layer lines (tanh hidden, sigmoid + bce) with g[1]'(Z1) forgotten."""
+    """The classic two-layer exercise's lines (tanh hidden, sigmoid + bce) with g[1]'(Z1) forgotten."""
     cache = net.forward(params, X)
     m = X.shape[1]
     dZ2 = (cache.A[2] - Y) / m

@@ -1,4 +1,4 @@
-"""Reliability of fit (issue 6): crashes, bad numbers, hostile files, bad inputs.
+"""Reliability of fit: crashes, bad numbers, hostile files, bad inputs.
 
 Reference values: a run killed with SIGKILL and resumed must equal, bit for
 bit (`np.array_equal` on every leaf and on the history), the same run never

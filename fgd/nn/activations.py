@@ -6,7 +6,7 @@ local gradient dZ (a vector-Jacobian product written out by hand):
     elementwise g:  dZ = dA * g'(Z)                                  (n, m)
     softmax:        dZ = A * (dA - sum_i(dA_i * A_i))   per column   (n, m)
 
-Names follow the seeds and MATLAB: "logsig" is the sigmoid, "tansig" is tanh,
+Names follow the textbooks and MATLAB: "logsig" is the sigmoid, "tansig" is tanh,
 "purelin" and "linear" are the identity.
 
 A user's own activation is `Activation(name, g, g_prime)`, accepted wherever
