@@ -270,7 +270,8 @@ def param_dtype(params: Any) -> np.dtype:
     if not leaves:
         raise ValueError("params must hold at least one array; got an empty pytree")
     for i, leaf in enumerate(leaves):
-        kind = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)).kind
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        kind = np.dtype(dtype).kind
         if kind != "f" and str(getattr(leaf, "dtype", "")) != "bfloat16":
             raise TypeError(f"params must hold floating-point arrays; leaf {i} has dtype "
                             f"{getattr(leaf, 'dtype', type(leaf).__name__)}")

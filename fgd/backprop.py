@@ -97,8 +97,9 @@ def _checked(net, cost, params, X, Y, l2=0.0, l1=0.0):
     _checks.check_params(net, params)
     X, Y = _checks.check_xy(net, X, Y, finite=True)
     losses.check_targets(cost, Y)
-    dtype = _checks.param_dtype(params)     # finite as given, and still finite in that dtype
-    X, Y = _checks.on_device(X, "X", dtype), _checks.on_device(Y, "Y", dtype)
+    if not any(_checks.is_traced(x) for x in (X, Y, *jax.tree_util.tree_leaves(params))):  # eager only
+        dtype = _checks.param_dtype(params)  # finite as given, and still finite in that dtype
+        X, Y = _checks.on_device(X, "X", dtype), _checks.on_device(Y, "Y", dtype)
     return _checks.check_nonneg(l2, "l2"), _checks.check_nonneg(l1, "l1"), X, Y
 
 
