@@ -74,13 +74,13 @@ def make_step(loss: Callable, optimizer: Any, *, donate: bool = False, mesh: Any
     _checks.check_optimizer(optimizer)
     if not isinstance(donate, (bool, np.bool_)):
         raise TypeError(f"donate must be True or False; got {donate!r}")
-    step = train_step(loss, optimizer, _compile.tricks(jax.default_backend()))
-
-    def update(params, opt_state, X, Y):
-        params, opt_state, value, _ = step(params, opt_state, X, Y)
-        return params, opt_state, value
-
     if mesh is not None:
+        step = train_step(loss, optimizer, _compile.tricks(jax.default_backend()))
+
+        def update(params, opt_state, X, Y):
+            params, opt_state, value, _ = step(params, opt_state, X, Y)
+            return params, opt_state, value
+
         return parallel.sharded_step(update, mesh)
     loss_key = loss if _by_value(loss) else Identity(loss)
     structure = _Structure(optimizer) if is_structural(optimizer) else Identity(optimizer)
@@ -91,7 +91,6 @@ def make_step(loss: Callable, optimizer: Any, *, donate: bool = False, mesh: Any
     def shared(params, opt_state, X, Y):
         return jitted(loss_key, structure, tricks, hparams, params, opt_state, X, Y)
 
-    shared.__doc__ = update.__doc__
     return shared
 
 
