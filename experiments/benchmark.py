@@ -52,12 +52,12 @@ class Config:
 
     quick: bool = False
     repeats: int = 5                # interleaved repeats per case (medians)
-    tiny_epochs: int = 20_000
+    tiny_epochs: int = 20_000       # epochs of the tiny 3-8-2 net
     torch_tiny_epochs: int = 2_000  # PyTorch's loop is ~100x slower: fewer epochs, same rate
-    medium_samples: int = 61_440
+    medium_samples: int = 61_440    # examples of the medium MLP's epoch
     torch_medium_samples: int = 15_360   # PyTorch: a quarter epoch, same samples/s
-    sweep_configs: int = 64
-    sweep_epochs: int = 20_000
+    sweep_configs: int = 64         # configurations of the sweep case
+    sweep_epochs: int = 20_000      # epochs of each sweep configuration
     seed: int = 0
 
 
