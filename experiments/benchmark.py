@@ -350,8 +350,7 @@ def bench_compile(config: Config) -> dict:
 
 def print_compile(c: dict) -> None:
     loop = c["loop"]
-    print("
-compile: a 10-rate loop of fgd.fit (3-8-2, 100 epochs), a new fgd.sgd(lr) each time")
+    print("\ncompile: a 10-rate loop of fgd.fit (3-8-2, 100 epochs), a new fgd.sgd(lr) each time")
     print(f"  first fit: {loop['first_fit_compiles']} XLA compilations (the chunk and its "
           f"helpers), {loop['first_fit_s']:.2f} s; the 9 later fits: "
           f"{loop['later_fits_compiles']} compilations, {loop['later_fits_s']:.2f} s together")

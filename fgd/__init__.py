@@ -76,7 +76,8 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the names for type checkers; at run time __getattr__ imports them
+    # ruff: noqa: F401, I001   (re-exports listed in __all__ through _EXPORTS)
     from fgd import checkpoint, data, parallel
     from fgd._cache import clear_caches
     from fgd.backprop import backprop, local_gradients

@@ -38,6 +38,7 @@ import typing
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+
 def experiments_dir() -> Path:
     """The folder of the experiments: $FGD_EXPERIMENTS, else the installed
     `fgd.experiments` package, else `experiments/` beside the package."""

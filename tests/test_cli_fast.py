@@ -38,7 +38,7 @@ def test_lazy_names_resolve_and_are_listed():
     from fgd import fit, schedules, sgd  # noqa: F401
     assert fgd.fit.__module__ == "fgd.training.fit" and fgd.schedules.__name__ == "fgd.optim.schedules"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        fgd.nope
+        _ = fgd.nope
 
 
 def test_list_reads_the_docstring_summary_of_each_experiment():

@@ -23,7 +23,6 @@ construction, so that messages read the same everywhere.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Mapping, Optional
 
 import jax
@@ -53,19 +52,19 @@ class StructuredSchedule:
         return self.fn(count)
 
     def __repr__(self) -> str:
-        numbers = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
-        return f"{self.key[0]}({numbers})"
+        text = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
+        return f"{self.key[0]}({text})"
 
 
-def _structured(kind: str, static: tuple, make: Any, **numbers: Any) -> StructuredSchedule:
-    """``make(**numbers)`` as a `StructuredSchedule` of key ``(kind, *static)``."""
-    numbers = {k: number(v) for k, v in numbers.items()}
+def _structured(kind: str, static: tuple, make: Any, **values: Any) -> StructuredSchedule:
+    """``make(**values)`` as a `StructuredSchedule` of key ``(kind, *static)``."""
+    values = {k: number(v) for k, v in values.items()}
     key = (kind,) + static
 
     def build(hparams):
         return StructuredSchedule(make(**hparams), key, hparams, build)
 
-    return build(numbers)
+    return build(values)
 
 
 # --- learning rates: a number or a schedule ------------------------------------
