@@ -3,6 +3,7 @@
     python experiments/benchmark.py            # about 30 s on 2 cores
     python experiments/benchmark.py --quick    # fewer epochs and samples, about 15 s
     python experiments/benchmark.py --only compile   # one section: tiny, medium, sweep, compile
+    python experiments/benchmark.py --only all       # the three and compile
 
 Three cases, each contender measured side by side in one process: the
 repeats are interleaved (A B C A B C ...) so that load from other processes
@@ -28,7 +29,8 @@ contender (compilation included for fgd) is printed as "cold".
   sequential fgd.fit calls (the same optimizer object, so fit compiles once;
   target: >= 10x).
 
-- compile: what compiles. A 10-rate loop of fgd.fit with a new fgd.sgd(lr)
+- compile (with --only compile or --only all: it starts new processes):
+  what compiles. A 10-rate loop of fgd.fit with a new fgd.sgd(lr)
   each time (target: the first fit compiles, the 9 others nothing: one
   compilation of the chunk); `python -m fgd run traffic` in two new
   processes sharing a fresh persistent compilation cache, cold then warm
@@ -71,7 +73,7 @@ class Config:
     sweep_configs: int = 64         # configurations of the sweep case
     sweep_epochs: int = 20_000      # epochs of each sweep configuration
     seed: int = 0
-    only: str = ""                  # run one section: tiny, medium, sweep or compile (empty: all)
+    only: str = ""                  # one section: tiny, medium, sweep, compile; all: every one; empty: all but compile
 
 
 def quick_config(config: Config) -> Config:
@@ -386,10 +388,11 @@ def main(config: Config) -> dict:
           f"load average {os.getloadavg()[0]:.1f}")
     results = {"cpus": os.cpu_count(), "backend": jax.default_backend(),
                "devices": [str(d) for d in jax.devices()], "torch": torch.__version__ if torch else None}
-    sections = ("tiny", "medium", "sweep", "compile")
+    sections = ("tiny", "medium", "sweep", "compile", "all")
     if config.only and config.only not in sections:
         raise ValueError(f"only must be one of {sections} or empty; got {config.only!r}")
-    wanted = lambda name: not config.only or config.only == name
+    wanted = lambda name: (config.only in (name, "all")
+                           or (not config.only and name != "compile"))
     met = {}
     if wanted("tiny"):
         tiny = bench_tiny(config, torch)

@@ -13,6 +13,8 @@ table under its topic; type checkers read the `TYPE_CHECKING` block.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from fgd._version import __version__
@@ -52,6 +54,23 @@ _EXPORTS = {
 _MODULES = frozenset({"schedules", "faults", "resume", "checkpoint", "data", "parallel"})
 
 __all__ = ["__version__", *_EXPORTS]
+
+
+#: Exported functions named like the submodule that defines them
+#: (`fgd.backprop`): importing the submodule binds it on this package, which
+#: `_Package.__setattr__` turns back into the function.
+_SHADOWED = frozenset(name for name, module in _EXPORTS.items()
+                      if module == f"{__name__}.{name}" and name not in _MODULES)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
