@@ -357,10 +357,10 @@ def print_compile(c: dict) -> None:
           f"helpers), {loop['first_fit_s']:.2f} s; the 9 later fits: "
           f"{loop['later_fits_compiles']} compilations, {loop['later_fits_s']:.2f} s together")
     args = " ".join(c["traffic_args"])
-    print(f"  python -m fgd run traffic {args}(new processes, one fresh persistent cache):")
+    print(f"  python -m fgd run traffic {args} (new processes, one fresh persistent cache):")
     for name, r in c["traffic"].items():
-        print(f"    {name}: {r['wall_s']:.1f} s, {r['compiles']} compilations, "
-              f"{r['cache_hits']} cache hits, {r['cache_misses']} misses")
+        print(f"    {name}: {r['wall_s']:.1f} s, {r['cache_misses']} programs compiled, "
+              f"{r['cache_hits']} loaded from the cache")
     print(f"  python -m fgd list: {c['list_s']:.2f} s (median of 3)")
 
 
