@@ -74,8 +74,10 @@ sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (and any submodule such as
-    `fgd.training` or `fgd.plots`); the value is then kept in this module."""
+    """Import a public name's module on first use, or a submodule such as
+    `fgd.plots`; the value is then kept in this module. A subpackage
+    (`fgd.training`) comes with the modules of its public names, so that
+    `fgd.training.chunk` is there as after an eager import."""
     module = _EXPORTS.get(name)
     if module is not None:
         loaded = importlib.import_module(module)
@@ -87,6 +89,9 @@ def __getattr__(name: str) -> Any:
             if error.name != f"{__name__}.{name}":
                 raise
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        for public in sorted(set(_EXPORTS.values())):
+            if public.startswith(f"{__name__}.{name}."):
+                importlib.import_module(public)
     globals()[name] = value
     return value
 

@@ -41,6 +41,12 @@ def test_lazy_names_resolve_and_are_listed():
         _ = fgd.nope
 
 
+def test_submodules_are_reachable_from_a_bare_import():
+    out = run_python("import fgd; print(fgd.training.chunk.__name__, fgd.nn.mlp.__name__, "
+                     "fgd.optim.tree.__name__, fgd.backprop.__module__)")
+    assert out.split() == ["fgd.training.chunk", "fgd.nn.mlp", "fgd.optim.tree", "fgd.backprop"]
+
+
 def test_list_reads_the_docstring_summary_of_each_experiment():
     for name in cli.experiment_names():
         summary = cli.summary(name)
