@@ -2,6 +2,8 @@
 
     python experiments/benchmark.py            # about 30 s on 2 cores
     python experiments/benchmark.py --quick    # fewer epochs and samples, about 15 s
+    python experiments/benchmark.py --only compile   # one section: tiny, medium, sweep, compile
+    python experiments/benchmark.py --only all       # the three and compile
 
 Three cases, each contender measured side by side in one process: the
 repeats are interleaved (A B C A B C ...) so that load from other processes
@@ -27,14 +29,26 @@ contender (compilation included for fgd) is printed as "cold".
   sequential fgd.fit calls (the same optimizer object, so fit compiles once;
   target: >= 10x).
 
+- compile (with --only compile or --only all: it starts new processes):
+  what compiles. A 10-rate loop of fgd.fit with a new fgd.sgd(lr)
+  each time (target: the first fit compiles, the 9 others nothing: one
+  compilation of the chunk); `python -m fgd run traffic` in two new
+  processes sharing a fresh persistent compilation cache, cold then warm
+  (target: the warm run compiles nothing, every program a cache hit); and
+  the wall time of `python -m fgd list` (target: under 1 s). Compilations
+  are counted with jax.monitoring's backend-compile events.
+
 PyTorch is skipped when it is not installed.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -52,13 +66,14 @@ class Config:
 
     quick: bool = False
     repeats: int = 5                # interleaved repeats per case (medians)
-    tiny_epochs: int = 20_000
+    tiny_epochs: int = 20_000       # epochs of the tiny 3-8-2 net
     torch_tiny_epochs: int = 2_000  # PyTorch's loop is ~100x slower: fewer epochs, same rate
-    medium_samples: int = 61_440
+    medium_samples: int = 61_440    # examples of the medium MLP's epoch
     torch_medium_samples: int = 15_360   # PyTorch: a quarter epoch, same samples/s
-    sweep_configs: int = 64
-    sweep_epochs: int = 20_000
+    sweep_configs: int = 64         # configurations of the sweep case
+    sweep_epochs: int = 20_000      # epochs of each sweep configuration
     seed: int = 0
+    only: str = ""                  # one section: tiny, medium, sweep, compile; all: every one; empty: all but compile
 
 
 def quick_config(config: Config) -> Config:
@@ -270,6 +285,85 @@ def bench_sweep(config: Config) -> dict:
     return {"rows": rows, "speedup": rows[f"{n} x fgd.fit"]["warm_s"] / rows["fgd.sweep"]["warm_s"]}
 
 
+COUNT_COMPILES = """
+import collections, json, sys, time
+t0 = time.perf_counter()
+from jax import monitoring
+n = collections.Counter()
+monitoring.register_event_duration_secs_listener(lambda name, secs, **kw: n.update({name: 1}))
+monitoring.register_event_listener(lambda name, **kw: n.update({name: 1}))
+from fgd import cli
+code = cli.main(sys.argv[1:])
+print(json.dumps({"rc": code, "wall_s": time.perf_counter() - t0,
+                  "compiles": n["/jax/core/compile/backend_compile_duration"],
+                  "cache_hits": n["/jax/compilation_cache/cache_hits"],
+                  "cache_misses": n["/jax/compilation_cache/cache_misses"]}), file=sys.stderr)
+"""
+
+
+def backend_compiles() -> Callable[[], int]:
+    """A counter of XLA compilations from now on (jax.monitoring events)."""
+    from jax import monitoring
+
+    box = {"n": 0}
+
+    def listen(name, secs, **kw):
+        if name == "/jax/core/compile/backend_compile_duration":
+            box["n"] += 1
+
+    monitoring.register_event_duration_secs_listener(listen)
+    return lambda: box["n"]
+
+
+def bench_compile(config: Config) -> dict:
+    X, Y = tiny_data()
+    loss = fgd.make_loss(TINY, "sse")
+    params = TINY.init(jax.random.key(config.seed), "uniform", dtype=jnp.float32)
+    rates = np.linspace(0.01, 0.1, 10)
+    fgd.clear_caches()
+    count = backend_compiles()
+    seconds, compiles = [], []
+    for lr in rates:
+        before, t = count(), time.perf_counter()
+        block(fgd.fit(loss, params, fgd.sgd(float(lr)), X, Y, epochs=100, progress=False).params)
+        seconds.append(time.perf_counter() - t)
+        compiles.append(count() - before)
+    loop = {"first_fit_compiles": compiles[0], "later_fits_compiles": sum(compiles[1:]),
+            "first_fit_s": seconds[0], "later_fits_s": sum(seconds[1:]), "total_s": sum(seconds)}
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    runs = {}
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+        env_run = {**env, "XDG_CACHE_HOME": cache, "FGD_COMPILE_CACHE": "1"}
+        extra = ["--epochs", "2000"] if config.quick else []
+        for name in ("cold", "warm"):
+            done = subprocess.run([sys.executable, "-c", COUNT_COMPILES, "run", "traffic",
+                                   "--out", out, *extra], env=env_run, capture_output=True, text=True)
+            runs[name] = json.loads(done.stderr.strip().splitlines()[-1])
+    lists = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "fgd", "list"], env=env, check=True,
+                       capture_output=True)
+        lists.append(time.perf_counter() - t)
+    return {"loop": loop, "traffic": runs, "traffic_args": extra,
+            "list_s": statistics.median(lists)}
+
+
+def print_compile(c: dict) -> None:
+    loop = c["loop"]
+    print("\ncompile: a 10-rate loop of fgd.fit (3-8-2, 100 epochs), a new fgd.sgd(lr) each time")
+    print(f"  first fit: {loop['first_fit_compiles']} XLA compilations (the chunk and its "
+          f"helpers), {loop['first_fit_s']:.2f} s; the 9 later fits: "
+          f"{loop['later_fits_compiles']} compilations, {loop['later_fits_s']:.2f} s together")
+    args = " ".join(c["traffic_args"])
+    print(f"  python -m fgd run traffic {args} (new processes, one fresh persistent cache):")
+    for name, r in c["traffic"].items():
+        print(f"    {name}: {r['wall_s']:.1f} s, {r['cache_misses']} programs compiled, "
+              f"{r['cache_hits']} loaded from the cache")
+    print(f"  python -m fgd list: {c['list_s']:.2f} s (median of 3)")
+
+
 # --- report ---------------------------------------------------------------------------------
 def print_table(title: str, rows: dict, rate: str) -> None:
     print(f"\n{title}")
@@ -294,29 +388,55 @@ def main(config: Config) -> dict:
           f"load average {os.getloadavg()[0]:.1f}")
     results = {"cpus": os.cpu_count(), "backend": jax.default_backend(),
                "devices": [str(d) for d in jax.devices()], "torch": torch.__version__ if torch else None}
-    tiny = bench_tiny(config, torch)
-    print_table(f"tiny: 3-8-2 full-batch GD, {config.tiny_epochs} epochs (PyTorch "
-                f"{config.torch_tiny_epochs}), float32", tiny["rows"], "epochs_per_s")
-    medium = bench_medium(config, torch)
-    print_table(f"medium: 784-512-512-10 ReLU, Adam, batches of 256, {medium['rows']['fgd.fit']['samples']} "
-                f"samples (PyTorch {config.torch_medium_samples})", medium["rows"], "samples_per_s")
-    print(f"  roofline: {medium['gemm_flops'] / 1e9:.1f} GFLOP/s (2048^3 GEMM, median) / "
-          f"{medium['flops_per_sample'] / 1e6:.3f} MFLOP per sample = "
-          f"{medium['roofline_samples_per_s']:,.0f} samples/s")
-    sweep = bench_sweep(config)
-    print_table(f"sweep: {config.sweep_configs} random starts of 3-8-2, {config.sweep_epochs} epochs",
-                sweep["rows"], "run_epochs_per_s")
+    sections = ("tiny", "medium", "sweep", "compile", "all")
+    if config.only and config.only not in sections:
+        raise ValueError(f"only must be one of {sections} or empty; got {config.only!r}")
+    wanted = lambda name: (config.only in (name, "all")
+                           or (not config.only and name != "compile"))
+    met = {}
+    if wanted("tiny"):
+        tiny = bench_tiny(config, torch)
+        print_table(f"tiny: 3-8-2 full-batch GD, {config.tiny_epochs} epochs (PyTorch "
+                    f"{config.torch_tiny_epochs}), float32", tiny["rows"], "epochs_per_s")
+        results["tiny"] = tiny
+    if wanted("medium"):
+        medium = bench_medium(config, torch)
+        print_table(f"medium: 784-512-512-10 ReLU, Adam, batches of 256, "
+                    f"{medium['rows']['fgd.fit']['samples']} samples (PyTorch "
+                    f"{config.torch_medium_samples})", medium["rows"], "samples_per_s")
+        print(f"  roofline: {medium['gemm_flops'] / 1e9:.1f} GFLOP/s (2048^3 GEMM, median) / "
+              f"{medium['flops_per_sample'] / 1e6:.3f} MFLOP per sample = "
+              f"{medium['roofline_samples_per_s']:,.0f} samples/s")
+        results["medium"] = medium
+    if wanted("sweep"):
+        sweep = bench_sweep(config)
+        print_table(f"sweep: {config.sweep_configs} random starts of 3-8-2, "
+                    f"{config.sweep_epochs} epochs", sweep["rows"], "run_epochs_per_s")
+        results["sweep"] = sweep
+    if wanted("compile"):
+        results["compile"] = bench_compile(config)
+        print_compile(results["compile"])
     print(f"\ntargets (medians; load average now {os.getloadavg()[0]:.1f}):")
-    met = {"tiny_vs_numpy": verdict("tiny: fgd.fit / numpy BP loop", tiny["vs_numpy"], 12)}
-    if torch is not None:
-        met["tiny_vs_torch"] = verdict("tiny: fgd.fit / PyTorch", tiny["vs_torch"], 100)
-    met["medium_vs_roofline"] = verdict("medium: fgd.fit / roofline", medium["vs_roofline"], 0.75)
-    print(f"  {'medium: fgd.fit, new X / roofline':<34} {medium['new_x_vs_roofline']:>9.2f}   "
-          f"(the examples-first copy made in the call)")
-    if torch is not None:
-        met["medium_vs_torch"] = verdict("medium: fgd.fit / PyTorch", medium["vs_torch"], 1.0)
-    met["sweep_speedup"] = verdict("sweep: 64 fits / one sweep", sweep["speedup"], 10)
-    results.update(tiny=tiny, medium=medium, sweep=sweep, targets_met=met)
+    if wanted("tiny"):
+        met["tiny_vs_numpy"] = verdict("tiny: fgd.fit / numpy BP loop", tiny["vs_numpy"], 12)
+        if torch is not None:
+            met["tiny_vs_torch"] = verdict("tiny: fgd.fit / PyTorch", tiny["vs_torch"], 100)
+    if wanted("medium"):
+        met["medium_vs_roofline"] = verdict("medium: fgd.fit / roofline", medium["vs_roofline"], 0.75)
+        print(f"  {'medium: fgd.fit, new X / roofline':<34} {medium['new_x_vs_roofline']:>9.2f}   "
+              f"(the examples-first copy made in the call)")
+        if torch is not None:
+            met["medium_vs_torch"] = verdict("medium: fgd.fit / PyTorch", medium["vs_torch"], 1.0)
+    if wanted("sweep"):
+        met["sweep_speedup"] = verdict("sweep: 64 fits / one sweep", sweep["speedup"], 10)
+    if wanted("compile"):
+        c = results["compile"]
+        for label, ok in (("compile: 9 later fits compile nothing", c["loop"]["later_fits_compiles"] == 0),
+                          ("compile: warm traffic run, no misses", c["traffic"]["warm"]["cache_misses"] == 0),
+                          ("compile: fgd list under 1 s", c["list_s"] < 1.0)):
+            print(f"  {label:<44} {'met' if ok else 'NOT met'}")
+            met[label] = ok
+    results["targets_met"] = met
     return results
 
 

@@ -51,7 +51,7 @@ class Config:
     epochs: int = 300           # full-batch epochs of the exploding part
     batch_size: int = 64        # mini-batch of the digits (vanishing) part
     deep_epochs: int = 20       # digits epochs
-    deep_lr: float = 0.1
+    deep_lr: float = 0.1        # learning rate of the digits part
     depth: int = 10             # weight layers of the digits net
     width: int = 32
     seed: int = 0

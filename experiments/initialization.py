@@ -69,7 +69,7 @@ class Config:
     seed: int = 0
     m: int = 400
     hidden: tuple[int, ...] = (10, 10)
-    large_scale: float = 10.0
+    large_scale: float = 10.0          # std of the 'large' scheme's N(0, s^2) weights
     out: str = "runs"
     full: bool = False
 

@@ -60,8 +60,8 @@ class Config:
     batch_size: Optional[int] = None   # full batch
     seed: int = 0
     lr_min_exp: float = -3.0           # rates 10^lr_min_exp ... 10^lr_max_exp
-    lr_max_exp: float = 1.5
-    n_rates: int = 10
+    lr_max_exp: float = 1.5            # the largest rate is 10^lr_max_exp
+    n_rates: int = 10                  # rates, log-spaced
     out: str = "runs"
     full: bool = False
 

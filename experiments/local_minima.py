@@ -92,7 +92,7 @@ class Config:
     lrs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
     epochs: int = 2000
     batch_size: int = 1                              # the stochastic setting (vs full batch)
-    restarts: int = 128
+    restarts: int = 128                              # random starts
     seed: int = 0
     out: str = "runs"
     full: bool = False

@@ -40,9 +40,9 @@ class Config:
     lr: float = 3e-3
     epochs: int = 3000
     batch_size: int = 0                 # 0: full batch (the 20 points)
-    strengths: tuple[float, ...] = (0.0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)
-    n_train: int = 20
-    noise: float = 0.3
+    strengths: tuple[float, ...] = (0.0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)  # penalties
+    n_train: int = 20                   # training points
+    noise: float = 0.3                  # std of the noise on the targets
     hidden: int = 128
     zero_tol: float = 1e-3              # |W| below this counts as zero
     seed: int = 0

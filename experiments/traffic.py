@@ -48,7 +48,7 @@ class Config:
     seed: int = 0
     goal: float = 1e-3                 # on SSE = sum(E^2), MATLAB's units
     hidden: int = 8
-    matlab_init: bool = False
+    matlab_init: bool = False          # start from MATLAB rand weights (MT19937, seed 5489)
     starts: int = 256                  # random starts of the --full sweep
     out: str = "runs"
     full: bool = False

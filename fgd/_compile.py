@@ -357,13 +357,24 @@ def _eval_batch_last(jaxpr, consts: list, vals: list, flags: list, runs: int) ->
     return [x for x, _ in result], [b for _, b in result]
 
 
+def _weak(x: Any) -> bool:
+    """Whether `x` (an array or tracer) is weakly typed."""
+    try:
+        return bool(jax.typeof(x).weak_type)
+    except (AttributeError, TypeError):           # an older jax without jax.typeof
+        return bool(getattr(x, "weak_type", False))
+
+
 def _batch_last(fn: Callable, runs: int) -> Callable:
     """`fn` applied to `runs` runs at once, every leaf of the arguments and
     results carrying the runs on its LAST axis (what `jax.vmap(fn, -1, -1)`
     computes, with that layout kept throughout)."""
     def batched(*args):
         leaves, treedef = jax.tree.flatten(args)
-        avals = [jax.ShapeDtypeStruct(np.shape(x)[:-1], x.dtype) for x in leaves]
+        # weak types kept: a sweep's stacked Python-float hyperparameters must
+        # meet the arrays as the Python constants of a single fit would
+        avals = [jax.ShapeDtypeStruct(np.shape(x)[:-1], x.dtype, weak_type=_weak(x))
+                 for x in leaves]
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*jax.tree.unflatten(treedef, avals))
         outs, flags = _eval_batch_last(closed.jaxpr, closed.consts, leaves, [True] * len(leaves), runs)
         outs = [x if b else _widen(x, False, tuple(np.shape(x)), runs) for x, b in zip(outs, flags)]

@@ -4,9 +4,21 @@
     python -m fgd run traffic --lr 0.05 run one; options come from its Config
     python -m fgd check                 the gradient check over a zoo of models
     python -m fgd figures [NAME ...]    rerun experiments, refresh experiments/figures/
+    python -m fgd --no-compile-cache run traffic   without the persistent compile cache
 
 The console script `fgd` is the same program. A bad name or option value
-prints one line on stderr and exits with status 2.
+prints one line on stderr and exits with status 2. `run` and `check` keep
+compiled programs in JAX's persistent compilation cache, in
+$XDG_CACHE_HOME/fgd/jax (else ~/.cache/fgd/jax), so a second run in a new
+process does not compile again; --no-compile-cache or FGD_COMPILE_CACHE=0
+turns that off. Only the command line does this: `import fgd` never changes
+jax's configuration.
+
+`list` and `--help` answer without importing jax: `list` reads each
+experiment's first docstring line from its file (`ast`), and `import fgd` is
+lazy. `run NAME --help` describes every option with its default, from the
+Config docstring's "Attributes:" section, else the field's trailing comment,
+else the shared descriptions of common options (`COMMON_OPTIONS`).
 
 Experiments live in `experiments/<name>.py` at the top of the repository and
 are installed as the package `fgd.experiments` (editable or not); the
@@ -17,6 +29,7 @@ the Config's fields into options (`batch_size` -> `--batch-size`).
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import importlib.util
 import os
@@ -78,9 +91,83 @@ def load_experiment(name: str) -> types.ModuleType:
     return module
 
 
-def _summary(module: types.ModuleType) -> str:
-    doc = (module.__doc__ or "").strip()
+def summary(name: str) -> str:
+    """The first line of experiments/<name>.py's docstring, read with `ast`
+    (nothing is imported)."""
+    try:
+        doc = ast.get_docstring(ast.parse((EXPERIMENTS_DIR / f"{name}.py").read_text()))
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    doc = (doc or "").strip()
     return doc.splitlines()[0] if doc else ""
+
+
+#: One-line descriptions of options many experiments share, used where a
+#: Config documents a field neither in "Attributes:" nor in a comment.
+COMMON_OPTIONS = {
+    "lr": "learning rate",
+    "lrs": "learning rates to compare",
+    "epochs": "epochs to train (at most)",
+    "batch_size": "examples per update; none: full batch",
+    "seed": "seed of the random keys (data split, initial params, batch order)",
+    "seeds": "random starts",
+    "out": "folder for the figures and records",
+    "full": "the full-size run (slower) instead of the quick one",
+    "quick": "a short run (fewer repeats and epochs)",
+    "hidden": "hidden units",
+    "m": "training examples",
+    "repeats": "timed repetitions (the median is reported)",
+    "test_fraction": "share of the examples held out for testing",
+    "checkpoint_dir": "folder for checkpoints; none: no checkpoints",
+    "checkpoint_every": "epochs (or a duration such as 30s) between checkpoints",
+    "resume": "go on from the newest checkpoint",
+    "threads": "CPU threads",
+    "devices": "devices to use",
+    "samples": "examples",
+    "timeout": "seconds before a run is given up",
+    "cost": "cost function (sse, mse, bce, cross_entropy)",
+    "goal": "stop once the loss is <= goal",
+    "depth": "layers",
+    "width": "units per hidden layer",
+    "sizes": "units per layer, inputs first",
+}
+
+
+def option_docs(config_cls: type) -> dict[str, str]:
+    """field -> one-line description: the class docstring's "Attributes:"
+    entries, else trailing comments on the fields, else `COMMON_OPTIONS`."""
+    docs: dict[str, str] = {}
+    lines = (config_cls.__doc__ or "").splitlines()
+    inside, indent = False, None
+    for line in lines:
+        text = line.strip()
+        if text == "Attributes:":
+            inside, indent = True, None
+            continue
+        if not inside or not text:
+            continue
+        depth = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = depth
+        if depth < indent:
+            break
+        if depth == indent and ":" in text:
+            name, _, desc = text.partition(":")
+            docs[name.split("(")[0].strip()] = desc.strip()
+    try:
+        import inspect
+
+        source = inspect.getsource(config_cls)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                line = source.splitlines()[node.lineno - 1]
+                if "#" in line and node.target.id not in docs:
+                    docs[node.target.id] = line.split("#", 1)[1].strip()
+    except (OSError, TypeError, SyntaxError):
+        pass
+    for f in dataclasses.fields(config_cls):
+        docs.setdefault(f.name, COMMON_OPTIONS.get(f.name, ""))
+    return docs
 
 
 def _field_parser(tp: Any):
@@ -115,15 +202,22 @@ def parse_config(config_cls: type, argv: Optional[Sequence[str]] = None, prog: s
     `--name value` for each field (underscores become dashes), `--flag` and
     `--no-flag` for booleans, `none` for an Optional field, commas for tuples.
     """
-    parser = _Parser(prog=prog, description=(config_cls.__doc__ or "").strip())
+    description = (config_cls.__doc__ or "").strip().split("\n\n")[0]
+    parser = _Parser(prog=prog, description=description)
     hints = typing.get_type_hints(config_cls)
+    docs = option_docs(config_cls)
     for f in dataclasses.fields(config_cls):
         kind, flag = _field_parser(hints[f.name])
         opt = "--" + f.name.replace("_", "-")
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = f"{docs[f.name]} (default: {shown})".strip().replace("%", "%%")
         if flag:
-            parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=default, help=text)
         else:
-            parser.add_argument(opt, dest=f.name, type=kind, default=f.default, metavar=f.name.upper())
+            parser.add_argument(opt, dest=f.name, type=kind, default=default,
+                                metavar=f.name.upper(), help=text)
     return config_cls(**vars(parser.parse_args(argv)))
 
 
@@ -131,7 +225,7 @@ def cmd_list() -> int:
     names = experiment_names()
     width = max((len(n) for n in names), default=0)
     for name in names:
-        print(f"{name:<{width}}  {_summary(load_experiment(name))}")
+        print(f"{name:<{width}}  {summary(name)}")
     return 0
 
 
@@ -187,9 +281,41 @@ def cmd_check(argv: Sequence[str]) -> int:
     return 0 if zoo.run_check(verbose=args.verbose) else 1
 
 
+def compile_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/fgd/jax, else ~/.cache/fgd/jax."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fgd" / "jax"
+
+
+def enable_compile_cache() -> Optional[Path]:
+    """Turn on JAX's persistent compilation cache for this process (the
+    command line only), caching every program however fast it compiled.
+    Returns the folder, or None when FGD_COMPILE_CACHE=0 or this jax lacks
+    the setting. Each key is set only where this jax has it."""
+    if os.environ.get("FGD_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "off", "no"):
+        return None
+    import jax
+
+    folder = compile_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+    except (OSError, AttributeError, KeyError, ValueError):
+        return None
+    for name, value in (("jax_persistent_cache_min_compile_time_secs", 0.0),
+                        ("jax_persistent_cache_min_entry_size_bytes", 0)):
+        try:
+            jax.config.update(name, value)
+        except (AttributeError, KeyError, ValueError):     # an older jax: its defaults
+            pass
+    return folder
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: fgd {list | run NAME [--options] | check | figures [NAME ...]}"
+    usage = "usage: fgd [--no-compile-cache] {list | run NAME [--options] | check | figures [NAME ...]}"
+    cache = "--no-compile-cache" not in argv
+    argv = [a for a in argv if a != "--no-compile-cache"]
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(usage)
@@ -201,10 +327,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if command == "run":
             if not rest or rest[0].startswith("-"):
                 raise UsageError("fgd run: give an experiment name; `fgd list` shows them")
+            if cache and not {"-h", "--help"} & set(rest):
+                enable_compile_cache()
             return cmd_run(rest[0], rest[1:])
         if command == "check":
+            if cache:
+                enable_compile_cache()
             return cmd_check(rest)
         if command == "figures":
+            if cache:
+                enable_compile_cache()
             return cmd_figures(rest)
         raise UsageError(f"unknown command {command!r}; {usage}")
     except UsageError as e:

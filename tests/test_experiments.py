@@ -43,6 +43,7 @@ TRAFFIC_SSE_KEY0 = 0.04931    # final SSE after 50,000 epochs from jax key 0, fl
 TRAFFIC_SSE_MATLAB = 0.04438  # the same from MATLAB's own rand start
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_traffic_runs_all_50000_epochs_without_reaching_the_goal(tmp_path):
     mod = experiment("traffic")
     with pytest.warns(UserWarning, match="outside the fitted range"):
@@ -59,6 +60,7 @@ def test_traffic_runs_all_50000_epochs_without_reaching_the_goal(tmp_path):
     assert_figures(tmp_path / "traffic", ["fit.png", "sse.png"])
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_traffic_matlab_init_reproduces_matlab_rand(tmp_path):
     mod = experiment("traffic")
     params, first = mod.matlab_rand_params()

@@ -109,6 +109,7 @@ report(devices=jax.device_count(), epochs=[one.epochs, many.epochs],
 """
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 @pytest.mark.parametrize("mode", ["full", "mini", "mini_replicated"])
 def test_fit_on_8_devices_equals_one_device(mode):
     r = run_python(FIT_CODE, 8, MODE=mode)
@@ -152,6 +153,7 @@ report(out=out, all_reduce="all-reduce" in hlo,
 """
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_make_step_on_8_devices_equals_one_device():
     r = run_python(STEP_CODE, 8)
     for cost, d in r["out"].items():
@@ -262,6 +264,7 @@ def _run_together(jobs: dict, tmp_path: Path) -> dict:
             err.close()
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_readme_script_two_processes_equal_one(tmp_path):
     import numpy as np
 

@@ -170,6 +170,7 @@ def assert_same_run(got, want):
 CHAINS = [("full", 20, 400, False), ("sgd", 2, 40, True), ("mini", 5, 100, False)]
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 @pytest.mark.parametrize("mode, every, epochs, write_kill", CHAINS, ids=[c[0] for c in CHAINS])
 def test_sigkill_twice_then_resume_is_bit_identical(child_script, cache, tmp_path, mode, every,
                                                      epochs, write_kill):
@@ -210,6 +211,7 @@ def test_sigkill_twice_then_resume_is_bit_identical(child_script, cache, tmp_pat
     assert not list(d.glob(".tmp-fgd-*")), "a resumed writer removes stale temp files"
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_same_seed_in_two_fresh_processes_is_identical(child_script, tmp_path):
     runs = []
     for i in range(2):

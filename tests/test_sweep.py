@@ -230,7 +230,7 @@ def test_groups_take_over_the_callers_thread_local_settings():
     import subprocess
 
     code = """
-import sys, numpy as np, jax, fgd
+import sys, numpy as np, jax, fgd, fgd.training.sweep   # fgd is lazy: load the module to patch
 sys.modules["fgd.training.sweep"].groups = lambda runs, platform: 2
 net = fgd.MLP((3, 8, 2), hidden="logsig", output="purelin")
 loss = fgd.make_loss(net, "sse")

@@ -472,7 +472,7 @@ def test_small_full_batch_loop_is_one_kernel_with_the_same_numbers(traffic, batc
     with XLA's default options (float64, the same operations in the same order)."""
     X, Y = traffic
     setup, carry, knobs = _chunk_setup(X, Y, batch_size)
-    args = (setup.spec, carry, setup.data, knobs, None)
+    args = (setup.spec, carry, setup.data, knobs, setup.hparams)
     tricks = setup.spec.tricks
     one_kernel_chunk = fgd.training.chunk._jitted(tricks.compiler_options(True))
     hlo = one_kernel_chunk.lower(*args, one_kernel=True).compile().as_text()

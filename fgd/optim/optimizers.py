@@ -19,6 +19,16 @@ will use, a () float32 array (float64 when the params are float64), so that
 that field, a traced value: replacing it (``state._replace(lr=0.01)``) changes
 the rate without recompiling.
 
+Structure. Every factory returns an `Optimizer` with a structural ``key``
+(its kind, the rate's kind, static options such as ``nesterov``, a mask,
+whether momentum is 0), its numbers as ``hparams`` and ``rebuild``
+(`fgd.optim.base`): `fit`, `make_step` and `sweep` compile once per key and
+pass the numbers in as traced values, so a loop over ``fgd.adam(lr, b1)``
+for many ``lr`` and ``b1`` compiles once. Where the rule combines two
+hyperparameters before meeting an array (``1 - b1``), the combination is
+computed at construction in double precision and kept in ``hparams`` too, so
+the traced program multiplies by the very value the Python constant had.
+
 dtypes. Moments live in the params' dtype (float16, bfloat16, float32 or
 float64), and so do the updates. Where ``eps`` would underflow to 0 in that
 dtype (1e-8 in float16, whose smallest normal is 6.1e-5) it is raised to the
@@ -37,14 +47,17 @@ import numpy as np
 from fgd._checks import check_number
 from fgd._types import Array, OptState
 from fgd.optim import tree
-from fgd.optim.base import Optimizer
-from fgd.optim.schedules import check_lr, initial_lr, step_lr
-from fgd.optim.transforms import Mask, check_mask, decay_weights
+from fgd.optim.base import Optimizer, number, structured
+from fgd.optim.schedules import check_lr, initial_lr, lr_parts, step_lr
+from fgd.optim.transforms import Mask, check_mask, decay_weights, mask_key
 
 
-def _eps(eps: float, dtype: Any) -> float:
+def _eps(eps: Any, dtype: Any) -> Any:
     """``eps``, raised to the smallest normal number of ``dtype`` if below it."""
-    return max(eps, float(jnp.finfo(dtype).tiny))
+    tiny = float(jnp.finfo(dtype).tiny)
+    if isinstance(eps, (int, float)):
+        return max(eps, tiny)
+    return jnp.maximum(eps, tiny)                  # a traced eps (a rebuilt optimizer)
 
 
 class SgdState(NamedTuple):
@@ -93,23 +106,32 @@ def sgd(lr: Any, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
     if not isinstance(nesterov, (bool, np.bool_)):
         raise TypeError(f"sgd: nesterov must be a bool, got {type(nesterov).__name__} {nesterov!r}")
     keep_trace = momentum != 0.0
+    lr_key, lr_numbers, lr_build = lr_parts(lr)
 
-    def init(params):
-        trace = tree.tree_zeros_like(params) if keep_trace else ()
-        return SgdState(jnp.zeros((), jnp.int32), trace, initial_lr(lr, tree.scalar_dtype(params)))
+    def build(h):
+        lr, momentum = lr_build(h["lr"]), h["momentum"]
 
-    def update(grads, state, params=None):
-        del params
-        count = tree.safe_increment(state.count)
-        rate, next_rate = step_lr(lr, state.count, count, state.lr)
-        if not keep_trace:
-            return tree.tree_scale(grads, -rate), SgdState(count, (), next_rate)
-        trace = jax.tree.map(lambda g, v: (g + momentum * v).astype(v.dtype), grads, state.trace)
-        direction = (jax.tree.map(lambda g, v: (g + momentum * v).astype(v.dtype), grads, trace)
-                     if nesterov else trace)
-        return tree.tree_scale(direction, -rate), SgdState(count, trace, next_rate)
+        def init(params):
+            trace = tree.tree_zeros_like(params) if keep_trace else ()
+            return SgdState(jnp.zeros((), jnp.int32), trace,
+                            initial_lr(lr, tree.scalar_dtype(params)))
 
-    return Optimizer(init, update)
+        def update(grads, state, params=None):
+            del params
+            count = tree.safe_increment(state.count)
+            rate, next_rate = step_lr(lr, state.count, count, state.lr)
+            if not keep_trace:
+                return tree.tree_scale(grads, -rate), SgdState(count, (), next_rate)
+            trace = jax.tree.map(lambda g, v: (g + momentum * v).astype(v.dtype), grads,
+                                 state.trace)
+            direction = (jax.tree.map(lambda g, v: (g + momentum * v).astype(v.dtype), grads,
+                                      trace) if nesterov else trace)
+            return tree.tree_scale(direction, -rate), SgdState(count, trace, next_rate)
+
+        return Optimizer(init, update)
+
+    return structured(build, ("sgd", lr_key, bool(keep_trace), bool(nesterov)),
+                      {"lr": lr_numbers, "momentum": number(momentum)})
 
 
 def adagrad(lr: Any, initial_accumulator_value: float = 0.1, eps: float = 1e-7) -> Optimizer:
@@ -128,23 +150,31 @@ def adagrad(lr: Any, initial_accumulator_value: float = 0.1, eps: float = 1e-7) 
     lr = check_lr("adagrad", lr)
     check_number("adagrad", "initial_accumulator_value", initial_accumulator_value, low=0.0)
     check_number("adagrad", "eps", eps, low=0.0, low_open=True)
+    lr_key, lr_numbers, lr_build = lr_parts(lr)
 
-    def init(params):
-        return AdagradState(jnp.zeros((), jnp.int32),
-                            tree.tree_full_like(params, initial_accumulator_value),
-                            initial_lr(lr, tree.scalar_dtype(params)))
+    def build(h):
+        lr, initial, eps = lr_build(h["lr"]), h["initial_accumulator_value"], h["eps"]
 
-    def update(grads, state, params=None):
-        del params
-        count = tree.safe_increment(state.count)
-        rate, next_rate = step_lr(lr, state.count, count, state.lr)
-        sums = jax.tree.map(lambda g, s: (g * g + s).astype(s.dtype), grads, state.sum_of_squares)
-        direction = jax.tree.map(
-            lambda g, s: jnp.where(s > 0, jax.lax.rsqrt(s + _eps(eps, s.dtype)), 0.0) * g,
-            grads, sums)
-        return tree.tree_scale(direction, -rate), AdagradState(count, sums, next_rate)
+        def init(params):
+            return AdagradState(jnp.zeros((), jnp.int32), tree.tree_full_like(params, initial),
+                                initial_lr(lr, tree.scalar_dtype(params)))
 
-    return Optimizer(init, update)
+        def update(grads, state, params=None):
+            del params
+            count = tree.safe_increment(state.count)
+            rate, next_rate = step_lr(lr, state.count, count, state.lr)
+            sums = jax.tree.map(lambda g, s: (g * g + s).astype(s.dtype), grads,
+                                state.sum_of_squares)
+            direction = jax.tree.map(
+                lambda g, s: jnp.where(s > 0, jax.lax.rsqrt(s + _eps(eps, s.dtype)), 0.0) * g,
+                grads, sums)
+            return tree.tree_scale(direction, -rate), AdagradState(count, sums, next_rate)
+
+        return Optimizer(init, update)
+
+    return structured(build, ("adagrad", lr_key),
+                      {"lr": lr_numbers, "initial_accumulator_value": number(initial_accumulator_value),
+                       "eps": number(eps)})
 
 
 def rmsprop(lr: Any, decay: float = 0.9, eps: float = 1e-8) -> Optimizer:
@@ -163,20 +193,29 @@ def rmsprop(lr: Any, decay: float = 0.9, eps: float = 1e-8) -> Optimizer:
     lr = check_lr("rmsprop", lr)
     check_number("rmsprop", "decay", decay, low=0.0, high=1.0, high_open=True)
     check_number("rmsprop", "eps", eps, low=0.0, low_open=True)
+    lr_key, lr_numbers, lr_build = lr_parts(lr)
 
-    def init(params):
-        return RmspropState(jnp.zeros((), jnp.int32), tree.tree_zeros_like(params),
-                            initial_lr(lr, tree.scalar_dtype(params)))
+    def build(h):
+        lr, decay, eps = lr_build(h["lr"]), h["decay"], h["eps"]
 
-    def update(grads, state, params=None):
-        del params
-        count = tree.safe_increment(state.count)
-        rate, next_rate = step_lr(lr, state.count, count, state.lr)
-        nu = tree.update_moment(grads, state.nu, decay, 2)
-        direction = jax.tree.map(lambda g, n: jax.lax.rsqrt(n + _eps(eps, n.dtype)) * g, grads, nu)
-        return tree.tree_scale(direction, -rate), RmspropState(count, nu, next_rate)
+        def init(params):
+            return RmspropState(jnp.zeros((), jnp.int32), tree.tree_zeros_like(params),
+                                initial_lr(lr, tree.scalar_dtype(params)))
 
-    return Optimizer(init, update)
+        def update(grads, state, params=None):
+            del params
+            count = tree.safe_increment(state.count)
+            rate, next_rate = step_lr(lr, state.count, count, state.lr)
+            nu = tree.update_moment(grads, state.nu, decay, 2, h["one_minus_decay"])
+            direction = jax.tree.map(lambda g, n: jax.lax.rsqrt(n + _eps(eps, n.dtype)) * g,
+                                     grads, nu)
+            return tree.tree_scale(direction, -rate), RmspropState(count, nu, next_rate)
+
+        return Optimizer(init, update)
+
+    return structured(build, ("rmsprop", lr_key),
+                      {"lr": lr_numbers, "decay": number(decay), "eps": number(eps),
+                       "one_minus_decay": 1 - decay})
 
 
 def _check_adam(owner: str, lr: Any, b1: float, b2: float, eps: float) -> Any:
@@ -187,8 +226,13 @@ def _check_adam(owner: str, lr: Any, b1: float, b2: float, eps: float) -> Any:
     return lr
 
 
-def _adam_direction(grads: Any, state: AdamState, b1: float, b2: float, eps: float,
-                    scale: Any = None):
+def _adam_numbers(lr_numbers: Any, b1: float, b2: float, eps: float, **more: Any) -> dict:
+    return {"lr": lr_numbers, "b1": number(b1), "b2": number(b2), "eps": number(eps),
+            "one_minus_b1": 1 - b1, "one_minus_b2": 1 - b2,
+            **{k: number(v) for k, v in more.items()}}
+
+
+def _adam_direction(grads: Any, state: AdamState, h: dict, scale: Any = None):
     """Adam's moments and its bias-corrected step ``m_hat / (sqrt(v_hat) + eps)``,
     times ``scale`` (a () array) if given.
 
@@ -198,13 +242,14 @@ def _adam_direction(grads: Any, state: AdamState, b1: float, b2: float, eps: flo
     cost two divisions (XLA keeps them). The Adam update of the 784-512-512-10
     MLP (670k weights, float32, XLA:CPU, 2 cores): 300 -> 265 us (medians).
     """
+    b1, b2, eps, c1, c2 = h["b1"], h["b2"], h["eps"], h["one_minus_b1"], h["one_minus_b2"]
     count = tree.safe_increment(state.count)
     inv1 = 1 / (1 - b1 ** count)
     inv2 = 1 / (1 - b2 ** count)
 
     def leaf(g, m, v):
-        m = ((1 - b1) * g + b1 * m).astype(m.dtype)
-        v = ((1 - b2) * (g * g) + b2 * v).astype(v.dtype)
+        m = (c1 * g + b1 * m).astype(m.dtype)
+        v = (c2 * (g * g) + b2 * v).astype(v.dtype)
         d = m * inv1.astype(m.dtype) / (jnp.sqrt(v * inv2.astype(v.dtype)) + _eps(eps, v.dtype))
         return (d if scale is None else d * jnp.asarray(scale).astype(d.dtype)), m, v
 
@@ -235,18 +280,26 @@ def adam(lr: Any, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
             normal number in float16, see the module docstring).
     """
     lr = _check_adam("adam", lr, b1, b2, eps)
+    lr_key, lr_numbers, lr_build = lr_parts(lr)
 
-    def init(params):
-        return AdamState(jnp.zeros((), jnp.int32), tree.tree_zeros_like(params),
-                         tree.tree_zeros_like(params), initial_lr(lr, tree.scalar_dtype(params)))
+    def build(h):
+        lr = lr_build(h["lr"])
 
-    def update(grads, state, params=None):
-        del params
-        rate, next_rate = step_lr(lr, state.count, tree.safe_increment(state.count), state.lr)
-        count, mu, nu, updates = _adam_direction(grads, state, b1, b2, eps, -rate)
-        return updates, AdamState(count, mu, nu, next_rate)
+        def init(params):
+            return AdamState(jnp.zeros((), jnp.int32), tree.tree_zeros_like(params),
+                             tree.tree_zeros_like(params),
+                             initial_lr(lr, tree.scalar_dtype(params)))
 
-    return Optimizer(init, update)
+        def update(grads, state, params=None):
+            del params
+            rate, next_rate = step_lr(lr, state.count, tree.safe_increment(state.count),
+                                      state.lr)
+            count, mu, nu, updates = _adam_direction(grads, state, h, -rate)
+            return updates, AdamState(count, mu, nu, next_rate)
+
+        return Optimizer(init, update)
+
+    return structured(build, ("adam", lr_key), _adam_numbers(lr_numbers, b1, b2, eps))
 
 
 def adamw(lr: Any, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -275,18 +328,26 @@ def adamw(lr: Any, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     lr = _check_adam("adamw", lr, b1, b2, eps)
     check_number("adamw", "weight_decay", weight_decay, low=0.0)
     mask = check_mask("adamw", mask)
+    lr_key, lr_numbers, lr_build = lr_parts(lr)
 
-    def init(params):
-        return AdamState(jnp.zeros((), jnp.int32), tree.tree_zeros_like(params),
-                         tree.tree_zeros_like(params), initial_lr(lr, tree.scalar_dtype(params)))
+    def build(h):
+        lr = lr_build(h["lr"])
 
-    def update(grads, state, params=None):
-        count, mu, nu, direction = _adam_direction(grads, state, b1, b2, eps)
-        direction = decay_weights("adamw", direction, params, weight_decay, mask)
-        rate, next_rate = step_lr(lr, state.count, count, state.lr)
-        return tree.tree_scale(direction, -rate), AdamState(count, mu, nu, next_rate)
+        def init(params):
+            return AdamState(jnp.zeros((), jnp.int32), tree.tree_zeros_like(params),
+                             tree.tree_zeros_like(params),
+                             initial_lr(lr, tree.scalar_dtype(params)))
 
-    return Optimizer(init, update)
+        def update(grads, state, params=None):
+            count, mu, nu, direction = _adam_direction(grads, state, h)
+            direction = decay_weights("adamw", direction, params, h["weight_decay"], mask)
+            rate, next_rate = step_lr(lr, state.count, count, state.lr)
+            return tree.tree_scale(direction, -rate), AdamState(count, mu, nu, next_rate)
+
+        return Optimizer(init, update)
+
+    return structured(build, ("adamw", lr_key, mask_key(mask)),
+                      _adam_numbers(lr_numbers, b1, b2, eps, weight_decay=weight_decay))
 
 
 def _is_rate(path: tuple) -> bool:

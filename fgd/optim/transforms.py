@@ -12,6 +12,12 @@ the transforms whose ``update`` accepts it (by name, or through ``**kwargs``)
 and drop it for the others, so ``opt.update(g, s, p, value=loss)`` works for
 any chain. `call_update` does the same for a single optimizer (fgd's or
 optax's) and is what a training step should use.
+
+Structure. Every transform here carries a structural key and its numbers
+(`fgd.optim.base`); `chain`, `apply_if_finite` and `adaptive_lr` build
+theirs from their inner optimizers' (an inner object without a key, such as
+an optax optimizer, enters the key by identity). A mask enters the key as
+the bool tree itself, or a callable mask (`weights_only`) by identity.
 """
 from __future__ import annotations
 
@@ -26,8 +32,8 @@ import numpy as np
 from fgd._checks import check_number
 from fgd._types import Array, OptState, Params
 from fgd.optim import tree
-from fgd.optim.base import Optimizer
-from fgd.optim.schedules import check_lr, initial_lr, step_lr
+from fgd.optim.base import Identity, Optimizer, number, parts, structured
+from fgd.optim.schedules import check_lr, initial_lr, lr_parts, step_lr
 
 Mask = Union[Any, Callable[[Params], Any]]
 
@@ -81,6 +87,18 @@ def chain(*opts: Optimizer) -> Optimizer:
     """
     for i, opt in enumerate(opts):
         _check_optimizer("chain", f"argument {i}", opt)
+    pieces = [parts(opt) for opt in opts]
+    key = ("chain",) + tuple(k for k, _, _ in pieces)
+
+    def rebuild(hparams):
+        inner = [make(h) for (_, _, make), h in zip(pieces, hparams)]
+        return _chain(inner)._replace(key=key, hparams=hparams, rebuild=rebuild)
+
+    return _chain(opts)._replace(key=key, hparams=tuple(h for _, h, _ in pieces),
+                                 rebuild=rebuild)
+
+
+def _chain(opts: Any) -> Optimizer:
     accepted = [_accepted_keywords(opt.update) for opt in opts]
 
     def init(params):
@@ -104,29 +122,40 @@ class ScaleByLrState(NamedTuple):
 def scale_by_learning_rate(lr: Any) -> Optimizer:
     """``u = -lr_t g``: the descent step, with a number or a schedule as rate."""
     lr = check_lr("scale_by_learning_rate", lr)
+    lr_key, lr_numbers, lr_build = lr_parts(lr)
 
-    def init(params):
-        return ScaleByLrState(jnp.zeros((), jnp.int32),
-                              initial_lr(lr, tree.scalar_dtype(params)))
+    def build(h):
+        lr = lr_build(h["lr"])
 
-    def update(grads, state, params=None):
-        del params
-        count = tree.safe_increment(state.count)
-        rate, next_rate = step_lr(lr, state.count, count, state.lr)
-        return tree.tree_scale(grads, -rate), ScaleByLrState(count, next_rate)
+        def init(params):
+            return ScaleByLrState(jnp.zeros((), jnp.int32),
+                                  initial_lr(lr, tree.scalar_dtype(params)))
 
-    return Optimizer(init, update)
+        def update(grads, state, params=None):
+            del params
+            count = tree.safe_increment(state.count)
+            rate, next_rate = step_lr(lr, state.count, count, state.lr)
+            return tree.tree_scale(grads, -rate), ScaleByLrState(count, next_rate)
+
+        return Optimizer(init, update)
+
+    return structured(build, ("scale_by_learning_rate", lr_key), {"lr": lr_numbers})
 
 
 def clip_by_value(max_delta: float) -> Optimizer:
     """Clip every gradient entry to ``[-max_delta, max_delta]``."""
     check_number("clip_by_value", "max_delta", max_delta, low=0.0)
 
-    def update(grads, state, params=None):
-        del params
-        return jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), grads), state
+    def build(h):
+        max_delta = h["max_delta"]
 
-    return Optimizer(lambda params: EmptyState(), update)
+        def update(grads, state, params=None):
+            del params
+            return jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), grads), state
+
+        return Optimizer(lambda params: EmptyState(), update)
+
+    return structured(build, ("clip_by_value",), {"max_delta": number(max_delta)})
 
 
 def clip_by_global_norm(max_norm: float) -> Optimizer:
@@ -144,6 +173,12 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     each entry is rounded to its leaf's dtype toward zero.
     """
     check_number("clip_by_global_norm", "max_norm", max_norm, low=0.0)
+    return structured(_clip_by_global_norm, ("clip_by_global_norm",),
+                      {"max_norm": number(max_norm)})
+
+
+def _clip_by_global_norm(h: dict) -> Optimizer:
+    max_norm = h["max_norm"]
 
     def update(grads, state, params=None):
         del params
@@ -186,6 +221,17 @@ def weights_only(params: Params) -> Any:
     return jax.tree_util.tree_map_with_path(is_weight, params)
 
 
+def mask_key(mask: Any) -> Any:
+    """A mask as part of a structural key: None; a callable by identity; a
+    bool tree as its structure and leaves."""
+    if mask is None:
+        return None
+    if callable(mask):
+        return Identity(mask)
+    leaves, treedef = jax.tree.flatten(mask)
+    return ("tree", treedef, tuple(bool(x) for x in leaves))
+
+
 def check_mask(owner: str, mask: Any) -> Any:
     """A mask is None, a callable ``params -> bool tree``, or a bool tree."""
     if mask is None or callable(mask):
@@ -224,10 +270,15 @@ def add_decayed_weights(weight_decay: float, mask: Mask = None) -> Optimizer:
     check_number("add_decayed_weights", "weight_decay", weight_decay, low=0.0)
     mask = check_mask("add_decayed_weights", mask)
 
-    def update(grads, state, params=None):
-        return decay_weights("add_decayed_weights", grads, params, weight_decay, mask), state
+    def build(h):
+        def update(grads, state, params=None):
+            return (decay_weights("add_decayed_weights", grads, params, h["weight_decay"], mask),
+                    state)
 
-    return Optimizer(lambda params: EmptyState(), update)
+        return Optimizer(lambda params: EmptyState(), update)
+
+    return structured(build, ("add_decayed_weights", mask_key(mask)),
+                      {"weight_decay": number(weight_decay)})
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -249,6 +300,19 @@ def apply_if_finite(inner: Optimizer, max_consecutive_errors: int) -> Optimizer:
     _check_optimizer("apply_if_finite", "inner", inner)
     check_number("apply_if_finite", "max_consecutive_errors", max_consecutive_errors,
                  low=0, low_open=True, integer=True)
+    inner_key, inner_numbers, inner_build = parts(inner)
+    key = ("apply_if_finite", inner_key)
+
+    def rebuild(h):
+        return _apply_if_finite(inner_build(h["inner"]), h["max_consecutive_errors"])._replace(
+            key=key, hparams=h, rebuild=rebuild)
+
+    return _apply_if_finite(inner, max_consecutive_errors)._replace(
+        key=key, rebuild=rebuild,
+        hparams={"inner": inner_numbers, "max_consecutive_errors": max_consecutive_errors})
+
+
+def _apply_if_finite(inner: Any, max_consecutive_errors: Any) -> Optimizer:
     accepted = _accepted_keywords(inner.update)
 
     def init(params):
@@ -332,6 +396,21 @@ def adaptive_lr(inner_or_lr: Any, lr_inc: float = 1.05, lr_dec: float = 0.7,
     check_number(owner, "lr_inc", lr_inc, low=1.0)
     check_number(owner, "lr_dec", lr_dec, low=0.0, high=1.0, low_open=True)
     check_number(owner, "max_perf_inc", max_perf_inc, low=1.0)
+    inner_key, inner_numbers, inner_build = parts(inner)
+    key = (owner, inner_key)
+    numbers = {"inner": inner_numbers, "lr_inc": number(lr_inc), "lr_dec": number(lr_dec),
+               "max_perf_inc": number(max_perf_inc)}
+
+    def rebuild(h):
+        return _adaptive_lr(inner_build(h["inner"]), h["lr_inc"], h["lr_dec"],
+                            h["max_perf_inc"])._replace(key=key, hparams=h, rebuild=rebuild)
+
+    return _adaptive_lr(inner, lr_inc, lr_dec, max_perf_inc)._replace(
+        key=key, hparams=numbers, rebuild=rebuild)
+
+
+def _adaptive_lr(inner: Any, lr_inc: Any, lr_dec: Any, max_perf_inc: Any) -> Optimizer:
+    owner = "adaptive_lr"
     accepted = _accepted_keywords(inner.update)
 
     def init(params):

@@ -120,15 +120,19 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
 
 
-def update_moment(grads: Any, moment: Any, decay: float, order: int) -> Any:
+def update_moment(grads: Any, moment: Any, decay: float, order: int,
+                  complement: Any = None) -> Any:
     """Exponential moving average of ``g^order``: ``(1 - decay) g^order + decay m``.
 
     ``order=1`` gives Adam's first moment, ``order=2`` its second moment (the
     running mean of squared gradients of RMSprop). The result keeps the
-    moment's dtype even when the gradient is wider.
+    moment's dtype even when the gradient is wider. ``complement``, if given,
+    is ``1 - decay`` computed beforehand (in double precision, for a traced
+    ``decay``).
     """
+    c = 1 - decay if complement is None else complement
     return jax.tree.map(
-        lambda g, m: ((1 - decay) * (g ** order) + decay * m).astype(m.dtype), grads, moment)
+        lambda g, m: (c * (g ** order) + decay * m).astype(m.dtype), grads, moment)
 
 
 def bias_correction(moment: Any, decay: float, count: Array) -> Any:

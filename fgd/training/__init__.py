@@ -9,3 +9,16 @@
     fit     `fit`: the checks, then chunk + driver (+ resume)
     sweep   `sweep`: many fits of one architecture in one program
 """
+
+
+def __getattr__(name: str):
+    """`fgd.<package>.<module>` works before the module is imported (``import
+    fgd`` is lazy): the module is imported on first use."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

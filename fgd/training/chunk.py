@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from fgd import _cache, _compile, metrics, parallel
 from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.optim import tree
+from fgd.optim.base import is_structural
 from fgd.optim.optimizers import current_lr
 from fgd.training import diagnostics
 from fgd.training.step import train_step
@@ -47,12 +48,44 @@ class Static:
     def __eq__(self, other):
         return isinstance(other, Static) and other.obj is self.obj
 
+    def build(self, hparams):
+        return self.obj
+
+
+class Structure:
+    """An fgd optimizer as a static argument, hashed and compared by its
+    structural key (`fgd.optim.base`): equal keys share a compiled chunk,
+    whose traced `hparams` argument carries the numbers (`build`)."""
+
+    __slots__ = ("obj", "key")
+
+    def __init__(self, obj):
+        self.obj, self.key = obj, obj.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, Structure) and other.key == self.key
+
+    def build(self, hparams):
+        return self.obj.rebuild(hparams)
+
+
+def static_optimizer(opt) -> tuple:
+    """(the optimizer as a static argument, its traced numbers): fgd's by
+    structure with `opt.hparams` as jax arrays (Python floats stay weakly
+    typed); any other object by identity, with no numbers."""
+    if is_structural(opt):
+        return Structure(opt), jax.tree.map(jnp.asarray, opt.hparams)
+    return Static(opt), None
+
 
 class Spec(NamedTuple):
     """Everything static about a compiled chunk; the jit cache key."""
 
     loss: Any                  # a hashable loss (Loss by value) or Static
-    optimizer: Static          # an optimizer, or with `factory` a function hparams -> optimizer
+    optimizer: Any             # Structure or Static; with `factory` Static(function hparams -> optimizer)
     factory: bool
     batch_size: Optional[int]  # None: full batch
     n_batches: int             # updates per epoch
@@ -68,7 +101,7 @@ class Spec(NamedTuple):
     diagnostics_every: int = 1  # diagnostics (fgd.training.diagnostics) every k-th epoch
 
     def build_optimizer(self, hparams):
-        return self.optimizer.obj(hparams) if self.factory else self.optimizer.obj
+        return self.optimizer.obj(hparams) if self.factory else self.optimizer.build(hparams)
 
     def loss_fn(self):
         return self.loss.obj if isinstance(self.loss, Static) else self.loss

@@ -85,8 +85,9 @@ def wrap(opt: Any, nonfinite: str) -> Any:
     """`opt`, or for "skip" `apply_if_finite(opt, SKIP_LIMIT)`.
 
     The wrapper is cached by the identity of `opt` (a small bounded table):
-    fit's compiled chunk is keyed on the optimizer's identity, so a fresh
-    wrapper per call would recompile every fit.
+    an optimizer without a structural key is compiled by identity, so a
+    fresh wrapper per call would recompile every fit (fgd's own optimizers
+    give wrappers of equal keys anyway).
     """
     if nonfinite != "skip":
         return opt

@@ -7,9 +7,11 @@ of an epoch run inside one `lax.scan`, and a chunk of epochs runs inside one
 host wakes up only at chunk ends: to read the history, update the progress
 bar, check the time limit and size the next chunk. A chunk's length is a traced value, so
 chunking never recompiles; the compiled chunk is cached by `jax.jit` on a
-hashable `Spec` (the `Loss` by value, the optimizer by identity, the modes),
-so a second `fit` with the same loss, optimizer and shapes does not compile
-again. `fgd.sweep` runs the same chunk for many configurations at once. With
+hashable `Spec` (the `Loss` by value, an fgd optimizer by its structural
+key with its numbers passed in traced, any other optimizer by identity, the
+modes), so a second `fit` with an equal loss, an optimizer of the same
+structure (``fgd.sgd(0.2)`` after ``fgd.sgd(0.1)``) and the same shapes does
+not compile again. `fgd.sweep` runs the same chunk for many configurations at once. With
 `checkpoint_dir`, chunks also end on checkpoint epochs and `fgd.resume` saves
 the whole training state after them; `fgd.faults` holds the NaN policies.
 
@@ -62,6 +64,7 @@ class Setup(NamedTuple):
     data: chunk.Data
     dtype: np.dtype
     m: int
+    hparams: Any = None     # the optimizer's numbers, traced arguments of the chunk
 
 
 def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goal, *,
@@ -116,7 +119,9 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         key = parallel.replicate(mesh, key)
     elif batch_size is not None:
         X, Y = laid_out(X, Y)
-    spec = chunk.Spec(loss if _hashable(loss) else chunk.Static(loss), chunk.Static(optimizer), factory, batch_size,
+    opt_static, hparams = ((chunk.Static(optimizer), None) if factory
+                           else chunk.static_optimizer(optimizer))
+    spec = chunk.Spec(loss if _hashable(loss) else chunk.Static(loss), opt_static, factory, batch_size,
                 1 if batch_size is None else m // batch_size,
                 chunk.CAPACITY_FULL if batch_size is None else chunk.CAPACITY_MINI, names,
                 min_grad is not None, patience is not None,
@@ -128,7 +133,9 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
                   jnp.asarray(-1.0 if min_grad is None else min_grad, sdt),
                   jnp.int32(0 if patience is None else patience),
                   None if diverge is None else jnp.asarray(diverge, sdt))
-    return Setup(spec, knobs, chunk.Data(X, Y, Xv, Yv, key), dtype, m)
+    if mesh is not None:
+        hparams = parallel.replicate(mesh, hparams)
+    return Setup(spec, knobs, chunk.Data(X, Y, Xv, Yv, key), dtype, m, hparams)
 
 
 def _hashable(obj: Any) -> bool:
@@ -366,7 +373,8 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
                                 "patience": patience, "diverge": diverge}, checkpoint_on_error)
     try:                    # the saver holds the directory's one-writer lock until the end
         carry = carry if saver is None else saver.start(carry)
-        run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs)
+        # the optimizer's numbers are traced: a new rate never recompiles
+        run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs, setup.hparams)
         try:
             out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
                                time_limit=time_limit, progress=progress, replay=batch_size is None,

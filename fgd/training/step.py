@@ -7,7 +7,10 @@ One update step is one jit boundary::
     params   = apply_updates(params, u)
 
 `train_step` is the pure step that `fit`'s compiled chunk runs; `make_step`
-jits it for users who write their own loop.
+jits it for users who write their own loop. Its compiled program is shared:
+`make_step` with an equal loss (`fgd.Loss` by value) and an fgd optimizer of
+the same structure (`fgd.optim.base`) reuses it, the optimizer's numbers
+being a traced argument; any other loss or optimizer object by identity.
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ import functools
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fgd import _checks, _compile, parallel
 from fgd.optim import tree
+from fgd.optim.base import Identity, is_structural
 from fgd.optim.transforms import call_update
 
 
@@ -46,7 +51,12 @@ def make_step(loss: Callable, optimizer: Any, *, donate: bool = False, mesh: Any
     and `params + u`, all in one compiled function. `loss_value` is the loss
     at the params passed in. The function is traced once per input shape and
     dtype; learning rates and schedules live in the traced optimizer state,
-    so they never retrace.
+    so they never retrace. The compiled program is shared by every
+    `make_step` with an equal loss (by value when hashable, such as
+    `fgd.Loss`) and an fgd optimizer of the same structure: a new
+    ``fgd.sgd(lr)`` for each rate compiles once, its numbers passed in as
+    traced values; an optimizer without a structural key (optax's, a
+    hand-made `fgd.Optimizer(init, update)`) shares it only with itself.
 
     Args:
       loss: a pure `loss(params, X, Y) -> scalar`, e.g. `fgd.make_loss(...)`.
@@ -65,21 +75,64 @@ def make_step(loss: Callable, optimizer: Any, *, donate: bool = False, mesh: Any
     _checks.check_optimizer(optimizer)
     if not isinstance(donate, (bool, np.bool_)):
         raise TypeError(f"donate must be True or False; got {donate!r}")
-    step = train_step(loss, optimizer, _compile.tricks(jax.default_backend()))
-
-    def update(params, opt_state, X, Y):
-        params, opt_state, value, _ = step(params, opt_state, X, Y)
-        return params, opt_state, value
-
     if mesh is not None:
+        step = train_step(loss, optimizer, _compile.tricks(jax.default_backend()))
+
+        def update(params, opt_state, X, Y):
+            params, opt_state, value, _ = step(params, opt_state, X, Y)
+            return params, opt_state, value
+
         return parallel.sharded_step(update, mesh)
-    jitted = jax.jit(update, donate_argnums=(0, 1) if donate else ())
+    loss_key = loss if _by_value(loss) else Identity(loss)
+    structure = _Structure(optimizer) if is_structural(optimizer) else Identity(optimizer)
+    hparams = jax.tree.map(jnp.asarray, optimizer.hparams) if is_structural(optimizer) else None
+    tricks = _compile.tricks(jax.default_backend())
+    jitted = _DONATING if donate else _KEEPING
 
-    @functools.wraps(update)
-    def checked(params, opt_state, X, Y):
+    def shared(params, opt_state, X, Y):
         # a string or object X would otherwise fail deep in JAX's argument parsing
-        return jitted(params, opt_state, _checks.as_data(X, "X"), _checks.as_data(Y, "Y"))
+        X, Y = _checks.as_data(X, "X"), _checks.as_data(Y, "Y")
+        return jitted(loss_key, structure, tricks, hparams, params, opt_state, X, Y)
 
-    checked.jitted = jitted          # .lower(...) and the other jit methods
-    checked.lower = jitted.lower
-    return checked
+    shared.lower = lambda params, opt_state, X, Y: jitted.lower(   # type: ignore[attr-defined]
+        loss_key, structure, tricks, hparams, params, opt_state, X, Y)
+    return shared
+
+
+def _by_value(loss: Any) -> bool:
+    """A hashable loss (an `fgd.Loss`, a frozen dataclass) is compared by value."""
+    try:
+        hash(loss)
+    except TypeError:
+        return False
+    return True
+
+
+class _Structure:
+    """An fgd optimizer compared by its structural key; `build` rebuilds it
+    with traced numbers."""
+
+    __slots__ = ("obj", "key")
+
+    def __init__(self, obj: Any):
+        self.obj, self.key = obj, obj.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Structure) and other.key == self.key
+
+
+def _shared_step(loss_key, structure, tricks, hparams, params, opt_state, X, Y):
+    loss = loss_key.obj if isinstance(loss_key, Identity) else loss_key
+    optimizer = (structure.obj.rebuild(hparams) if isinstance(structure, _Structure)
+                 else structure.obj)
+    params, opt_state, value, _ = train_step(loss, optimizer, tricks)(params, opt_state, X, Y)
+    return params, opt_state, value
+
+
+#: The compiled steps of every `make_step`, keyed by jax.jit on (loss,
+#: optimizer structure, tricks) and the argument shapes.
+_KEEPING = jax.jit(_shared_step, static_argnums=(0, 1, 2))
+_DONATING = jax.jit(_shared_step, static_argnums=(0, 1, 2), donate_argnums=(4, 5))

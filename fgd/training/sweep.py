@@ -36,6 +36,7 @@ import numpy as np
 from fgd import _checks, _jax
 from fgd._types import Params, PRNGKey
 from fgd.optim import tree
+from fgd.optim.base import is_structural
 from fgd.optim.optimizers import check_lr_state
 from fgd.training import chunk, driver
 from fgd.training import diagnostics
@@ -119,6 +120,37 @@ def _rates(make_opt: Any, lrs: Optional[Sequence[float]]) -> tuple[bool, np.ndar
     return True, rates.astype(np.float64)
 
 
+def _grid_optimizer(make_opt: Any, factory: bool, rates: np.ndarray, n_init: int,
+                    dtype: Any) -> tuple[Any, bool, Any]:
+    """(the optimizer as a static argument of the chunk, whether it is a
+    factory of traced rates, the numbers of run i * R + r on a last axis).
+
+    An fgd optimizer, and a `make_opt` whose optimizers (built here, one per
+    rate) share one structural key, run by structure: each run's numbers are
+    its own optimizer's `hparams`, stacked, so a new lambda of the same
+    optimizers compiles nothing new. Stacks of Python floats stay weakly
+    typed, so each run multiplies by its numbers exactly as `fit` would.
+    Any other `make_opt` is called with the traced rate inside the program
+    (cached on its identity); any other optimizer is one object for all runs.
+    """
+    if factory:
+        try:
+            opts = [make_opt(float(r)) for r in rates]
+        except Exception:                     # a factory meant for traced rates only
+            opts = []
+        if opts and all(is_structural(o) for o in opts) and len({o.key for o in opts}) == 1:
+            return chunk.Structure(opts[0]), False, _stacked([o.hparams for o in opts] * n_init)
+        return chunk.Static(make_opt), True, jnp.asarray(np.tile(rates, n_init), dtype)
+    if is_structural(make_opt):
+        return chunk.Structure(make_opt), False, _stacked([make_opt.hparams] * n_init)
+    return chunk.Static(make_opt), False, jnp.asarray(np.tile(rates, n_init), dtype)
+
+
+def _stacked(numbers: list) -> Any:
+    """Per-run hparams pytrees stacked leaf by leaf on a new last (only) axis."""
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *numbers)
+
+
 def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
           keys: Optional[PRNGKey] = None, lrs: Optional[Sequence[float]] = None,
           epochs: int = 1000, batch_size: Optional[int] = None,
@@ -136,8 +168,12 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
     Args:
       loss: as in `fgd.fit`.
       make_opt: a function `lr -> optimizer` (e.g. `fgd.sgd`,
-        `lambda lr: fgd.adam(lr, b1=0.8)`), called with a traced rate inside
-        the compiled program; or one optimizer for every run (then no `lrs`).
+        `lambda lr: fgd.adam(lr, b1=0.8)`); or one optimizer for every run
+        (then no `lrs`). When its optimizers are fgd's, of one structure, each
+        run's numbers are traced values and the program is shared by every
+        sweep of that structure (a new lambda compiles nothing new); any other
+        `make_opt` is called with a traced rate inside the program and cached
+        on its identity.
       X, Y: data, examples along the last axis, shared by all runs.
       init: a function `key -> params` (with `keys`), or params stacked along
         a leading axis of I initialisations.
@@ -165,13 +201,15 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
                           validation_data=validation, patience=patience, min_grad=min_grad,
                           time_limit=time_limit, history=history, progress=progress)
     _checks.check_finite_tree(params, "init")
-    spec, n_rate = setup.spec._replace(batched=True), rates.size
-    hparams = jnp.asarray(np.tile(rates, n_init), tree.scalar_dtype(one))
+    n_rate = rates.size
+    optimizer, factory, hparams = _grid_optimizer(make_opt, factory, rates, n_init,
+                                                  tree.scalar_dtype(one))
+    spec = setup.spec._replace(batched=True, optimizer=optimizer, factory=factory)
     carry = _start(spec, n_rate, params, hparams)
     if "lr" in spec.history:
         check_lr_state(jax.tree.map(lambda a: a[..., 0], carry.opt_state))
     platform = next(iter(setup.data.X.devices())).platform
-    out = drive_groups(spec, carry, setup, hparams, groups(hparams.size, platform), epochs=epochs,
+    out = drive_groups(spec, carry, setup, hparams, groups(n_init * n_rate, platform), epochs=epochs,
                        time_limit=time_limit, progress=progress)
     return _result(out, spec, (n_init, n_rate), epochs)
 
@@ -246,7 +284,8 @@ def drive_groups(spec: chunk.Spec, carry: chunk.Carry, setup: Any, hparams: jax.
     settings = caller_settings() if n > 1 else None
     if settings is None:
         return drive(carry, hparams, progress)
-    bounds = tuple(int(b) for b in np.linspace(0, hparams.size, n + 1))
+    runs = int(carry.epoch.shape[-1])
+    bounds = tuple(int(b) for b in np.linspace(0, runs, n + 1))
     parts = _split(bounds, (carry, hparams))
     cancel = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="fgd-sweep") as pool:
@@ -260,7 +299,7 @@ def drive_groups(spec: chunk.Spec, carry: chunk.Carry, setup: Any, hparams: jax.
     history = {}
     for name in outs[0].history:                     # NaN past each group's last epoch
         parts_ = [o.history[name] for o in outs]
-        rows = np.full((hparams.size, max(p.shape[-1] for p in parts_)), np.nan, parts_[0].dtype)
+        rows = np.full((runs, max(p.shape[-1] for p in parts_)), np.nan, parts_[0].dtype)
         for lo, p in zip(bounds, parts_):
             rows[lo:lo + p.shape[0], :p.shape[-1]] = p
         history[name] = rows
