@@ -14,8 +14,8 @@ import jax.experimental
 #: `with enable_x64(True):` float64 in this thread (jax.enable_x64 in newer
 #: JAX, jax.experimental.enable_x64 before it).
 enable_x64: Callable[[bool], ContextManager] = (
-    getattr(jax, "enable_x64") if hasattr(jax, "enable_x64")   # newer JAX
-    else getattr(jax.experimental, "enable_x64"))
+    jax.enable_x64 if hasattr(jax, "enable_x64")   # newer JAX
+    else jax.experimental.enable_x64)
 
 
 def thread_setting_managers() -> dict:

@@ -55,7 +55,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 #: The name of the mesh axis the examples are split over.
 DATA = "data"

@@ -27,7 +27,7 @@ FLOAT64_MODULES = frozenset({
     "test_losses", "test_models", "test_optimizers", "test_schedules", "test_sweep", "test_train",
     "test_reliability", "test_robustness", "test_transforms", "test_tree",
     "test_metrics", "test_resume_load", "test_callbacks", "test_workflow", "test_curvature",
-    "test_diagnostics",
+    "test_diagnostics", "test_compile_once", "test_cli_fast",
 })
 
 

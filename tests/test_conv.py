@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import fgd
-from fgd.nn import conv_ops
 from fgd import CNN, AvgPool, Conv, Dense, Flatten, MaxPool
+from fgd.nn import conv_ops
 
 AUTODIFF_TOL = 1e-10   # hand vs jax.grad in float64: both exact up to rounding
 FD_TOL = 1e-6          # vs central differences, h = 1e-6: O(h^2) + O(eps / h)

@@ -22,9 +22,9 @@ def test_backprop_check_in_three_lines_runs_and_passes(capsys):
 
 
 def test_optimizer_chain_and_step_run():
-    import fgd
-
     import jax
+
+    import fgd
 
     namespace: dict = {"jax": jax, "fgd": fgd}
     exec(python_block("## Check a backprop of your own"), namespace)   # gives X, Y (3, 20), (2, 20)

@@ -296,6 +296,7 @@ def test_minibatch_layout_is_reused_for_the_same_arrays_only(traffic):
     same jax arrays reuses that copy, other arrays get their own, and the
     copy goes when X does."""
     import gc
+
     from fgd.training import fit as train
 
     X, Y = (jnp.asarray(a) for a in traffic)

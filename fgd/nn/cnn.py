@@ -35,8 +35,15 @@ import numpy as np
 from fgd import _checks
 from fgd._types import Array, Params
 from fgd.nn import activations, outputs
-from fgd.nn.conv_ops import (avg_pool, avg_pool_backward, conv2d, conv2d_backward, conv_padding,
-                             max_pool, max_pool_backward)
+from fgd.nn.conv_ops import (
+    avg_pool,
+    avg_pool_backward,
+    conv2d,
+    conv2d_backward,
+    conv_padding,
+    max_pool,
+    max_pool_backward,
+)
 from fgd.nn.init import check_scheme, init_conv, init_dense, resolve_dtype
 from fgd.nn.mlp import Cache
 

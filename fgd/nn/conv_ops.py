@@ -42,6 +42,7 @@ from jax import lax
 
 from fgd._types import Array
 
+
 # --- shapes and padding -----------------------------------------------------------
 def conv_padding(size: int, k: int, s: int, padding: str) -> tuple[tuple[int, int], int]:
     """((low, high) padding, output size) along one spatial axis."""

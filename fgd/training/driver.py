@@ -35,7 +35,7 @@ def progress_bar(progress: Optional[bool], total: int, desc: str):
     if progress is False or (progress is None and not sys.stderr.isatty()):
         return None
     try:
-        from tqdm.auto import tqdm      # optional: the "progress" extra
+        from tqdm.auto import tqdm  # optional: the "progress" extra
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, unit="epoch", leave=False)

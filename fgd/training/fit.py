@@ -38,8 +38,8 @@ from fgd.optim import tree
 from fgd.optim.optimizers import check_lr_state
 from fgd.training import chunk, diagnostics, driver, faults
 from fgd.training.callbacks import check_callbacks, close_all
-from fgd.training.resume import check_args as resume_checks, open_saver
-
+from fgd.training.resume import check_args as resume_checks
+from fgd.training.resume import open_saver
 
 
 # --- fit's arguments, checked and laid out ---------------------------------------

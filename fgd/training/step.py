@@ -14,7 +14,6 @@ being a traced argument; any other loss or optimizer object by identity.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax

@@ -38,8 +38,7 @@ from fgd._types import Params, PRNGKey
 from fgd.optim import tree
 from fgd.optim.base import is_structural
 from fgd.optim.optimizers import check_lr_state
-from fgd.training import chunk, driver
-from fgd.training import diagnostics
+from fgd.training import chunk, diagnostics, driver
 from fgd.training.fit import prepare, stop_reason
 
 
