@@ -15,7 +15,7 @@ import jax.experimental
 #: JAX, jax.experimental.enable_x64 before it).
 enable_x64: Callable[[bool], ContextManager] = (
     jax.enable_x64 if hasattr(jax, "enable_x64")   # newer JAX
-    else jax.experimental.enable_x64)
+    else jax.experimental.enable_x64)  # type: ignore[attr-defined]
 
 
 def thread_setting_managers() -> dict:

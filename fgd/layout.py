@@ -42,7 +42,7 @@ def describe(tree: Any) -> dict:
         return {"node": "leaf"}
     kids = [describe(c) for c in children]
     if isinstance(tree, tuple) and hasattr(type(tree), "_fields"):
-        fields = list(type(tree)._fields)
+        fields = list(type(tree)._fields)  # type: ignore[attr-defined]
         return {"node": "namedtuple", "class": _class_name(type(tree)),
                 "fields": fields, "children": kids}
     if type(tree) in (list, tuple):

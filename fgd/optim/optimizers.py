@@ -61,25 +61,25 @@ def _eps(eps: Any, dtype: Any) -> Any:
 
 
 class SgdState(NamedTuple):
-    count: Array  # () int32: updates done so far
+    count: Array  # type: ignore[assignment]  # () int32: updates done so far
     trace: Any    # the momentum buffer v, shaped like params; () when momentum == 0
     lr: Array     # () float32 (float64 for float64 params): the rate of the next update
 
 
 class AdagradState(NamedTuple):
-    count: Array           # () int32: updates done so far
+    count: Array           # () int32: updates done so far  # type: ignore[assignment]
     sum_of_squares: Any    # sum of g^2 so far plus the initial value, like params
     lr: Array              # () float: the rate of the next update
 
 
 class RmspropState(NamedTuple):
-    count: Array  # () int32: updates done so far
+    count: Array  # type: ignore[assignment]  # () int32: updates done so far
     nu: Any       # running mean of g^2, like params
     lr: Array     # () float: the rate of the next update
 
 
 class AdamState(NamedTuple):
-    count: Array  # () int32: updates done so far
+    count: Array  # type: ignore[assignment]  # () int32: updates done so far
     mu: Any       # first moment, running mean of g, like params
     nu: Any       # second moment, running mean of g^2, like params
     lr: Array     # () float: the rate of the next update
@@ -254,10 +254,10 @@ def _adam_direction(grads: Any, state: AdamState, h: dict, scale: Any = None):
         return (d if scale is None else d * jnp.asarray(scale).astype(d.dtype)), m, v
 
     treedef = jax.tree.structure(grads)
-    out = [leaf(g, m, v) for g, m, v in zip(treedef.flatten_up_to(grads),
-                                            treedef.flatten_up_to(state.mu),
-                                            treedef.flatten_up_to(state.nu))]
-    direction, mu, nu = (treedef.unflatten([o[i] for o in out]) for i in range(3))
+    out = [leaf(g, m, v) for g, m, v in zip(treedef.flatten_up_to(grads),  # type: ignore[attr-defined]
+                                            treedef.flatten_up_to(state.mu),  # type: ignore[attr-defined]
+                                            treedef.flatten_up_to(state.nu))]  # type: ignore[attr-defined]
+    direction, mu, nu = (treedef.unflatten([o[i] for o in out]) for i in range(3))  # type: ignore[attr-defined]
     return count, mu, nu, direction
 
 

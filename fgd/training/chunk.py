@@ -26,10 +26,11 @@ from fgd.training.step import train_step
 
 #: Epochs one compiled chunk can record: full batch, mini-batch.
 CAPACITY_FULL, CAPACITY_MINI = 16384, 1024
-HISTORY_NAMES = ("loss", "val_loss", "grad_norm", "lr")
-# metrics on the training and validation data (`fgd.metrics.HISTORY`)
-HISTORY_NAMES += tuple(metrics.HISTORY)
-HISTORY_NAMES = HISTORY_NAMES + diagnostics.NAMES   # on-device diagnostics, opt-in by name
+#: every name `history=` takes: the figures of the step, the metrics on the
+#: training and validation data (`fgd.metrics.HISTORY`), and the on-device
+#: diagnostics (`fgd.training.diagnostics.NAMES`), opt-in by name
+HISTORY_NAMES: tuple[str, ...] = (("loss", "val_loss", "grad_norm", "lr")
+                                  + tuple(metrics.HISTORY) + tuple(diagnostics.NAMES))
 
 
 # --- what a compiled chunk of epochs is made of ---------------------------------

@@ -149,7 +149,7 @@ def compute(names: tuple, loss: Callable, params: Any, grads: Any, update: Any,
     if "unit_spread" in names:
         out["unit_spread"] = jnp.stack([unit_spread(t) for _, t in _spread_groups(loss, params)])
     if "dead_fraction" in names or "saturated_fraction" in names:
-        dead, sat = unit_fractions(loss.net, params, X)
+        dead, sat = unit_fractions(loss.net, params, X)  # type: ignore[attr-defined]
         out.update({"dead_fraction": dead, "saturated_fraction": sat})
     if "sharpness" in names:
         out["sharpness"] = curvature.sharpness(loss, params, X, Y)

@@ -102,7 +102,7 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError(f"validation must be a pair (Xv, Yv); got {type(validation_data).__name__}")
-        Xv, Yv = _checks.check_data(net, *validation_data, dtype, names=("Xv", "Yv"))
+        Xv, Yv = _checks.check_data(net, *validation_data, dtype, names=("Xv", "Yv"))  # type: ignore[call-arg,misc]
         if isinstance(loss, Loss):
             check_targets(loss.cost, Yv, "Yv")
     patience = _checks.check_int(patience, "patience", 1, allow_none=True)
