@@ -67,7 +67,7 @@ class SgdState(NamedTuple):
 
 
 class AdagradState(NamedTuple):
-    count: Array           # () int32: updates done so far  # type: ignore[assignment]
+    count: Array  # type: ignore[assignment]  # () int32: updates done so far
     sum_of_squares: Any    # sum of g^2 so far plus the initial value, like params
     lr: Array              # () float: the rate of the next update
 

@@ -343,7 +343,7 @@ def _apply_if_finite(inner: Any, max_consecutive_errors: Any) -> Optimizer:
 
 
 class AdaptiveLrState(NamedTuple):
-    count: Array             # () int32: update calls so far, rejected ones included  # type: ignore[assignment]
+    count: Array  # type: ignore[assignment]  # () int32: update calls so far, rejected ones included
     lr_scale: Array          # () float: factor on the inner's rate (starts at 1)
     inner_state: OptState
     accepted_params: Params  # the params of the last accepted point
