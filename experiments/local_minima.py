@@ -96,7 +96,7 @@ class Config:
     seed: int = 0
     out: str = "runs"
     full: bool = False
-    widths: tuple[int, ...] = (2, 4, 8)
+    widths: tuple[int, ...] = (2, 4, 8)       # hidden widths whose critical points are classified
     critical_restarts: int = 24
     critical_epochs: int = 2000
 
@@ -126,7 +126,7 @@ def critical_points(config: Config, key) -> tuple[list, dict]:
         keys = jax.random.split(jax.random.fold_in(key, width), config.critical_restarts)
         runs = fgd.sweep(grad_sq, fgd.adam, data.X, data.Y, init=lambda k: net.init(k, "normal"),
                          keys=keys, lrs=[0.01], epochs=config.critical_epochs)
-        with jax.enable_x64(True):
+        with fgd.enable_x64(True):
             X64, Y64 = (jnp.asarray(np.asarray(a), jnp.float64) for a in (data.X, data.Y))
             points = jax.tree.map(lambda a: jnp.asarray(a[:, 0], jnp.float64), runs.params)
             flat0, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda a: a[0], points))

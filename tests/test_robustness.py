@@ -451,7 +451,7 @@ def test_item10_unclear_errors_now_name_the_argument(data, name, call, exc, matc
 
 def _x64_off(fn):
     def call(d):
-        with jax.enable_x64(False):
+        with fgd.enable_x64(False):
             return fn(d)
     return call
 

@@ -102,7 +102,10 @@ def test_runs_in_concurrent_groups_equal_one_group(traffic, monkeypatch, n):
     vectorise a group's sums otherwise, within float64 rounding): runs
     stopping at different epochs (goal, divergence), histories padded with
     NaN to the longest group."""
-    same = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+    if jax.__version_info__ >= (0, 10):
+        same = np.testing.assert_array_equal
+    else:  # on diverging runs (losses ~1e22) one ulp grows to ~1e-11 relative
+        same = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15)
     X, Y = traffic
     kwargs = dict(init=init, keys=KEYS, lrs=[0.05, 4.0, 0.01], epochs=300, goal=0.25)
     with pytest.warns(RuntimeWarning, match="NaN/Inf"):
