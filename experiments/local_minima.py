@@ -97,8 +97,8 @@ class Config:
     out: str = "runs"
     full: bool = False
     widths: tuple[int, ...] = (2, 4, 8)       # hidden widths whose critical points are classified
-    critical_restarts: int = 24
-    critical_epochs: int = 2000
+    critical_restarts: int = 24                # random starts of the critical-point search per width
+    critical_epochs: int = 2000                # Adam steps minimising 1/2 ||grad J||^2
 
 
 CRITICAL_GRAD = 1e-3   # ||grad J|| below this: a critical point
