@@ -11,14 +11,6 @@
 """
 
 
-def __getattr__(name: str):
-    """`fgd.<package>.<module>` works before the module is imported (``import
-    fgd`` is lazy): the module is imported on first use."""
-    import importlib
+from fgd._lazy import submodule_getattr
 
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = submodule_getattr(__name__)
