@@ -34,12 +34,24 @@ class LRU:
                 self._data.move_to_end(key)
                 return self._data[key]
         value = make()
+        self.put(key, value)
+        return value
+
+    def peek(self, key: Hashable) -> Any:
+        """The value for `key`, or None when missing."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Remember `value` for `key` (replacing any)."""
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
-        return value
 
     def clear(self) -> None:
         with self._lock:

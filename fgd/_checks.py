@@ -247,10 +247,11 @@ def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = 
 
 def check_finite_tree(tree: Any, name: str) -> None:
     """ValueError naming the first leaf of `tree` that holds NaN/Inf (concrete leaves only)."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if is_traced(leaf) or not hasattr(leaf, "dtype"):
-            continue
-        if not bool(_all_finite(jnp.asarray(leaf))):
+    pairs = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+             if not is_traced(leaf) and hasattr(leaf, "dtype")]
+    finite = _finite_flags(tuple(jnp.asarray(leaf) for _, leaf in pairs))
+    for (path, _), ok in zip(pairs, finite):
+        if not ok:
             raise ValueError(f"{name}{jax.tree_util.keystr(path)} must be finite; got NaN/Inf "
                              f"values (training from them gives NaN at once)")
 
@@ -291,7 +292,7 @@ def check_data(net: Any, X: Any, Y: Any, dtype: Any, names=("X", "Y")) -> tuple[
     if X.shape[-1] != Y.shape[-1]:
         raise ValueError(f"{nx} and {ny} must have the same number of examples (last axis); "
                          f"got shapes {tuple(X.shape)} and {tuple(Y.shape)}")
-    return on_device(X, nx, dtype), on_device(Y, ny, dtype)
+    return on_device((X, Y), (nx, ny), dtype)
 
 
 @jax.jit
@@ -302,12 +303,26 @@ def _all_finite(x: jax.Array) -> jax.Array:
     return jnp.sum(x * 0) == 0
 
 
-def on_device(x: Any, name: str, dtype: Any) -> jax.Array:
+@jax.jit
+def _all_finite_each(arrays: tuple) -> jax.Array:
+    return jnp.stack([_all_finite(x) for x in arrays]) if arrays else jnp.zeros(0, bool)
+
+
+def _finite_flags(arrays: tuple) -> np.ndarray:
+    """Whether each array is finite: one compiled call and one device-to-host
+    read for all of them (a fit checks its params, X and Y on every call)."""
+    return np.asarray(_all_finite_each(arrays)) if arrays else np.zeros(0, bool)
+
+
+def on_device(x: Any, name: Any, dtype: Any) -> Any:
     """`x` cast to `dtype` on the device, checked finite there (a float64 host
-    copy of a large data set would cost more than the check)."""
-    arr = jnp.asarray(x, dtype)
-    if not bool(_all_finite(arr)):
-        check_finite(x, name)                  # names the first bad entry
-        raise ValueError(f"{name} must be finite in {np.dtype(dtype)}, the params' dtype; "
-                         f"some values overflow it")
-    return arr
+    copy of a large data set would cost more than the check). `x` and
+    `name` may be tuples: the arrays are then checked in one device call."""
+    xs, names = (x, name) if isinstance(x, tuple) else ((x,), (name,))
+    arrays = tuple(jnp.asarray(a, dtype) for a in xs)
+    for a, n, ok in zip(xs, names, _finite_flags(arrays)):
+        if not ok:
+            check_finite(a, n)                  # names the first bad entry
+            raise ValueError(f"{n} must be finite in {np.dtype(dtype)}, the params' dtype; "
+                             f"some values overflow it")
+    return arrays if isinstance(x, tuple) else arrays[0]

@@ -153,7 +153,7 @@ def _fuse_small_dots(fn: Callable) -> Callable:
 #: (sort, scatter, gather, large products, convolutions, custom and library
 #: calls, collectives) keeps the loop on XLA's usual per-operation runtime.
 KERNEL_PRIMITIVES = frozenset("""
-    abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type
+    abs acos acosh add add_any and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type
     copy copy_p cos cosh div eq erf erf_inv erfc exp exp2 expm1 floor ge gt integer_pow
     is_finite le log log1p logistic lt max min mul ne neg nextafter not or pow
     reduce_precision rem round rsqrt select_n sign sin sinh sqrt square sub tan tanh xor
@@ -279,7 +279,7 @@ def _cpu_options_supported() -> bool:
 # evaluates a function's jaxpr with that layout; the few primitives it has no
 # rule for go through jax.vmap one by one, so any function still works.
 ELEMENTWISE = frozenset("""
-    abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type
+    abs acos acosh add add_any and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type
     copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt imag
     integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg nextafter not or
     pow real reduce_precision rem round rsqrt select_n shift_left shift_right_arithmetic

@@ -100,7 +100,7 @@ def _checked(net, cost, params, X, Y, l2=0.0, l1=0.0):
     if not any(_checks.is_traced(x) for x in (X, Y, *jax.tree_util.tree_leaves(params))):
         dtype = _checks.param_dtype(params)  # finite as given, and still finite in that dtype
         try:
-            X, Y = _checks.on_device(X, "X", dtype), _checks.on_device(Y, "Y", dtype)
+            X, Y = _checks.on_device((X, Y), ("X", "Y"), dtype)
         except jax.errors.ConcretizationTypeError:
             pass                             # called inside jit: the values cannot be read here
     return _checks.check_nonneg(l2, "l2"), _checks.check_nonneg(l1, "l1"), X, Y

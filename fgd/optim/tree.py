@@ -77,11 +77,12 @@ def scalar_dtype(tree: Any) -> np.dtype:
     much to hold a rate that grows by 5% a step, and float64 runs keep full
     precision.
     """
-    dtype = np.dtype(jnp.float32)
     for leaf in jax.tree.leaves(tree):
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            dtype = jnp.promote_types(dtype, jnp.result_type(leaf))
-    return dtype
+        # an array's own dtype (cheap); Python scalars through jax's promotion
+        leaf_dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+        if leaf_dtype == np.float64:      # the only floating type above float32
+            return np.dtype(np.float64)
+    return np.dtype(np.float32)
 
 
 def global_norm(tree: Any) -> Array:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fgd import _cache
 from fgd.training.chunk import NONFINITE, Carry, Knobs
 
 #: Wall time a chunk aims at once the epoch rate is known (progress refresh).
@@ -41,9 +42,16 @@ def progress_bar(progress: Optional[bool], total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="epoch", leave=False)
 
 
+#: rate key (a compiled chunk's spec and shapes) -> epochs per second of its
+#: last chunk: a later run of the same program starts with a chunk of about
+#: `CHUNK_SECONDS`, not with one epoch (a short fit is then one device call)
+_RATES = _cache.LRU("epoch_rates", 256)
+
+
 def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
           time_limit: Optional[float], progress: Optional[bool], replay: bool,
-          desc: str = "fit", saver: Any = None, cancel: Any = None, callbacks: tuple = ()) -> Run:
+          desc: str = "fit", saver: Any = None, cancel: Any = None, callbacks: tuple = (),
+          rate_key: Any = None) -> Run:
     """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk, from the
     carry's epoch on. A `saver` (`fgd.resume.Saver`) cuts chunks at checkpoint
     epochs and saves the state after them. A set `cancel` (a
@@ -51,10 +59,14 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     `callbacks` (`fgd.training.callbacks`, one run only) is called as
     `cb(range(first, end), rows)` after each chunk.
 
-    Chunk lengths grow geometrically from one epoch until a chunk takes about
-    `CHUNK_SECONDS` (or what is left of `time_limit`), at most `capacity`.
-    The host reads the carry's counters and the history only here; the time
-    limit is checked after each chunk. Works for one run and for a vmapped
+    Chunks aim at about `CHUNK_SECONDS` each (or what is left of
+    `time_limit`), at most `capacity` epochs, so the progress bar moves, the
+    time limit is kept and Ctrl-C is answered within about that long. The
+    first chunk is one epoch, unless `rate_key` (hashable: the compiled
+    program and its shapes) names a program that ran before, whose epoch
+    rate then sizes it; later chunks grow at most 64-fold. The host reads
+    the carry's counters and the history only at chunk ends (one transfer);
+    the time limit is checked after each chunk. Works for one run and for a
     batch of runs (`fgd.sweep`, runs on the last axis of every carry leaf),
     whose counters and `knobs.end` are then (R,) arrays.
 
@@ -65,13 +77,18 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     """
     t0 = time.perf_counter()
     bar = progress_bar(progress, epochs, desc)
-    ends = lambda e: jnp.full(np.shape(carry.epoch), e, jnp.int32)
+    ends = lambda e: np.full(np.shape(carry.epoch), e, np.int32)
     chunks: list = []
     inputs: list = []
-    n, timed_out = 1, False
-    done = int(np.max(np.asarray(carry.epoch)))        # > 0 when resumed
+    epoch_now, stops = jax.device_get((carry.epoch, carry.stop))
+    done = int(np.max(epoch_now))                       # > 0 when resumed
+    budget = lambda now: CHUNK_SECONDS if time_limit is None else min(CHUNK_SECONDS,
+                                                                      time_limit - (now - t0))
+    known = None if rate_key is None else _RATES.peek(rate_key)
+    n = 1 if known is None else int(min(capacity, max(1, known * budget(t0))))
+    timed_out = False
     try:
-        while done < epochs and not np.all(np.asarray(carry.stop) != 0):
+        while done < epochs and not np.all(stops != 0):
             if cancel is not None and cancel.is_set():
                 break
             end = min(epochs, done + n)
@@ -79,10 +96,11 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
                 end = saver.chunk_end(done, end)
             t_chunk = time.perf_counter()
             inputs = (inputs + [(done, carry)])[-2:]
-            carry, rows = run(carry, knobs._replace(start=jnp.int32(done), end=ends(end)))
-            epoch_now = int(np.max(np.asarray(carry.epoch)))
+            carry, rows = run(carry, knobs._replace(start=np.int32(done), end=ends(end)))
+            epoch_now, stops, rows = jax.device_get((carry.epoch, carry.stop, rows))
+            epoch_now = int(np.max(epoch_now))
             ran = epoch_now - done
-            chunks.append({name: np.asarray(r)[..., :ran] for name, r in rows.items()})
+            chunks.append({name: r[..., :ran] for name, r in rows.items()})
             for cb in callbacks:
                 cb(range(done, epoch_now), chunks[-1])
             done = epoch_now
@@ -94,17 +112,18 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
                 last = np.asarray(chunks[-1]["loss"])[..., -1]
                 bar.set_postfix(loss=f"{float(np.nanmin(last)) if last.size else float('nan'):.4g}")
             if time_limit is not None and now - t0 >= time_limit:
-                timed_out = done < epochs and not np.all(np.asarray(carry.stop) != 0)
+                timed_out = done < epochs and not np.all(stops != 0)
                 break
-            budget = CHUNK_SECONDS if time_limit is None else min(CHUNK_SECONDS, time_limit - (now - t0))
             rate = ran / max(now - t_chunk, 1e-9)
-            n = int(min(capacity, max(1, min(64 * n, rate * budget))))
-        failed = np.asarray(carry.stop) == NONFINITE
+            if rate_key is not None and ran >= n:       # a full chunk: its rate is the program's
+                _RATES.put(rate_key, rate)
+            n = int(min(capacity, max(1, min(64 * n, rate * budget(now)))))
+        failed = np.asarray(stops) == NONFINITE
         if replay and failed.any() and inputs:
             start, base = inputs[0]
             # stopped in epoch k = epoch - 1; epochs start .. k - 2 lead to p[k - 1]
             to = np.where(failed, np.asarray(carry.epoch) - 2, start)
-            again, _ = run(base, knobs._replace(start=jnp.int32(start), end=jnp.asarray(to, jnp.int32)))
+            again, _ = run(base, knobs._replace(start=np.int32(start), end=np.asarray(to, np.int32)))
             pick = lambda a, b: jnp.where(failed, a, b)   # runs on the last axis
             params, state = jax.tree.map(pick, (again.params, again.opt_state),
                                          (carry.params, carry.opt_state))

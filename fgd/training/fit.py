@@ -128,11 +128,11 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
                 skip=nonfinite == "skip", diverge=diverge is not None, mesh=mesh,
                 tricks=_compile.tricks(_compile.platform_of(X)))
     sdt = tree.scalar_dtype(params)
-    knobs = chunk.Knobs(jnp.int32(0), jnp.int32(0),
-                  jnp.asarray(-np.inf if goal is None else goal, sdt),
-                  jnp.asarray(-1.0 if min_grad is None else min_grad, sdt),
-                  jnp.int32(0 if patience is None else patience),
-                  None if diverge is None else jnp.asarray(diverge, sdt))
+    knobs = chunk.Knobs(np.int32(0), np.int32(0),        # host scalars: no device op to make
+                  np.asarray(-np.inf if goal is None else goal, sdt),
+                  np.asarray(-1.0 if min_grad is None else min_grad, sdt),
+                  np.int32(0 if patience is None else patience),
+                  None if diverge is None else np.asarray(diverge, sdt))
     if mesh is not None:
         hparams = parallel.replicate(mesh, hparams)
     return Setup(spec, knobs, chunk.Data(X, Y, Xv, Yv, key), dtype, m, hparams)
@@ -378,7 +378,9 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         try:
             out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
                                time_limit=time_limit, progress=progress, replay=batch_size is None,
-                               saver=saver, callbacks=callbacks)
+                               saver=saver, callbacks=callbacks,
+                               rate_key=chunk.program_key(setup.spec, carry, setup.data,
+                                                          setup.knobs, setup.hparams))
         finally:
             close_all(callbacks)
         out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
@@ -412,15 +414,16 @@ def finish(out: driver.Run, names: tuple, policy: str = "stop", minibatch: bool 
            saver: Any = None) -> FitResult:
     """Turn a single run's final carry into a FitResult (warning on NaN/Inf)."""
     c = out.carry
-    code, ran = int(c.stop), int(c.epoch)
+    counters = jax.device_get((c.stop, c.epoch, c.updates, c.bad_batch,
+                               None if c.best is None else c.best[2]))   # one transfer
+    code, ran, updates, bad, best = (None if v is None else int(v) for v in counters)
     reason = stop_reason(code, out.timed_out)
     nonfinite = ran - 1 if reason == "nonfinite" else None
-    batch = int(c.bad_batch) if nonfinite is not None and minibatch else None
+    batch = bad if nonfinite is not None and minibatch else None
     if nonfinite is not None:
         faults.report(out.history["loss"][nonfinite], nonfinite, batch, policy)
-    best = int(c.best[2]) if c.best is not None else None
     empty = np.zeros(0, tree.scalar_dtype(c.params))
     history = {name: out.history.get(name, empty) for name in names}
     opt_state, skipped = faults.unwrap(c.opt_state, policy)
-    return FitResult(c.params, opt_state, history, ran, reason, int(c.updates), nonfinite, best,
+    return FitResult(c.params, opt_state, history, ran, reason, updates, nonfinite, best,
                      out.seconds, batch, skipped, None if saver is None else saver.resumed_epoch)
