@@ -2,8 +2,9 @@
 
     python experiments/benchmark.py            # about 30 s on 2 cores
     python experiments/benchmark.py --quick    # fewer epochs and samples, about 15 s
-    python experiments/benchmark.py --only compile   # one section: tiny, medium, sweep, compile
+    python experiments/benchmark.py --only compile   # one section: tiny, medium, sweep, compile, grid
     python experiments/benchmark.py --only all       # the three and compile
+    python experiments/benchmark.py --only grid      # the size grid (experiments/benchmark_grid.py)
 
 Three cases, each contender measured side by side in one process: the
 repeats are interleaved (A B C A B C ...) so that load from other processes
@@ -17,17 +18,21 @@ contender (compilation included for fgd) is printed as "cold".
   to the CPU count.
 - medium: a 784-512-512-10 ReLU MLP, softmax cross-entropy, Adam, shuffled
   mini-batches of 256, one epoch of synthetic samples. fgd.fit vs the
-  roofline (target >= 0.75) and PyTorch (target: faster; it runs a quarter
+  roofline (target >= 0.9) and PyTorch (target: faster; it runs a quarter
   epoch, its samples/s compared). "fgd.fit" trains on the same X every
   call, as a loop of one-epoch fits does, and reuses the examples-first copy
   of X that mini-batch mode gathers from; "fgd.fit, new X" gets a new array
-  each call and pays for that copy (printed, no target). Roofline samples/s =
+  each call and pays for that copy (printed, no target); "fgd.fit, columns"
+  gathers batch columns of X as given (`batch_gather="columns"`: no copy,
+  printed, no target). Then, in a new process for each of the two, the peak
+  resident memory of the fit beside the sizes of X, Y and the params (Linux).
+  Roofline samples/s =
   (median float32 GEMM FLOP/s of a 2048^3 jax product, measured interleaved
   with the fits) / (training FLOPs per sample: forward 2P, weight gradients
   2P, input gradients 2(P - 784*512), P the number of weights).
 - sweep: 64 random starts of the tiny network in one fgd.sweep call vs 64
   sequential fgd.fit calls (the same optimizer object, so fit compiles once;
-  target: >= 10x).
+  target: >= 12x).
 
 - compile (with --only compile or --only all: it starts new processes):
   what compiles. A 10-rate loop of fgd.fit with a new fgd.sgd(lr)
@@ -37,6 +42,10 @@ contender (compilation included for fgd) is printed as "cold".
   (target: the warm run compiles nothing, every program a cache hit); and
   the wall time of `python -m fgd list` (target: under 1 s). Compilations
   are counted with jax.monitoring's backend-compile events.
+
+- grid (with --only grid; --quick for its smoke setting): fgd.fit against
+  the plain jitted loop, make_step, flax + optax, PyTorch and numpy over
+  144 points of sizes, costs and batch modes; see benchmark_grid.py.
 
 PyTorch is skipped when it is not installed.
 """
@@ -50,7 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +82,7 @@ class Config:
     sweep_configs: int = 64         # configurations of the sweep case
     sweep_epochs: int = 20_000      # epochs of each sweep configuration
     seed: int = 0
-    only: str = ""                  # one section: tiny, medium, sweep, compile; all: every one; empty: all but compile
+    only: str = ""                  # one section: tiny, medium, sweep, compile, grid; all: the first four; empty: all but compile and grid
 
 
 def quick_config(config: Config) -> Config:
@@ -229,10 +238,11 @@ def bench_medium(config: Config, torch) -> dict:
     matmul = jax.jit(jnp.matmul)
     repeats = config.repeats
     fresh = iter([jnp.array(Xd) for _ in range(repeats + 1)])   # new arrays: no layout to reuse
-    run = lambda X_: block(fgd.fit(loss, params, opt, X_, Yd, epochs=1, batch_size=256,
-                                   progress=False).params)
+    run = lambda X_, gather="copy": block(fgd.fit(loss, params, opt, X_, Yd, epochs=1, batch_size=256,
+                                                  progress=False, batch_gather=gather).params)
     gemm = lambda: block(matmul(a, b))
-    contenders = {"gemm 2048^3": gemm, "fgd.fit": lambda: run(Xd)}
+    contenders = {"gemm 2048^3": gemm, "fgd.fit": lambda: run(Xd),
+                  "fgd.fit, columns": lambda: run(Xd, "columns")}
     mt = min(m, config.torch_medium_samples)
     if torch is not None:
         contenders["PyTorch"] = lambda: torch_medium(torch, params, X[:, :mt], Y[:, :mt])
@@ -240,7 +250,7 @@ def bench_medium(config: Config, torch) -> dict:
     # apart: fgd keeps the copy of the last X only, so interleaving would drop Xd's
     new_x = interleave({"gemm 2048^3": gemm, "fgd.fit, new X": lambda: run(next(fresh))}, repeats)
     samples = {"fgd.fit": (m // 256) * 256, "fgd.fit, new X": (m // 256) * 256,
-               "PyTorch": (mt // 256) * 256}
+               "fgd.fit, columns": (m // 256) * 256, "PyTorch": (mt // 256) * 256}
     flops = medium_flops_per_sample(MEDIUM)
     roofline_of = lambda t: 2 * 2048 ** 3 / statistics.median(t["gemm 2048^3"][1]) / flops
     rows = {}
@@ -253,10 +263,68 @@ def bench_medium(config: Config, torch) -> dict:
     out = {"rows": rows, "gemm_flops": roofline * flops, "flops_per_sample": flops,
            "roofline_samples_per_s": roofline,
            "vs_roofline": rows["fgd.fit"]["samples_per_s"] / roofline,
-           "new_x_vs_roofline": rows["fgd.fit, new X"]["samples_per_s"] / roofline_of(new_x)}
+           "new_x_vs_roofline": rows["fgd.fit, new X"]["samples_per_s"] / roofline_of(new_x),
+           "columns_vs_roofline": rows["fgd.fit, columns"]["samples_per_s"] / roofline,
+           "memory": {gather: medium_memory(m, config.seed, gather) for gather in ("copy", "columns")}}
     if torch is not None:
         out["vs_torch"] = rows["fgd.fit"]["samples_per_s"] / rows["PyTorch"]["samples_per_s"]
     return out
+
+
+MEMORY = """
+import gc, json, os, sys
+import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, sys.argv[1])
+import benchmark as b
+import fgd
+m, seed, gather = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+page = os.sysconf("SC_PAGE_SIZE")
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+params = b.MEDIUM.init(jax.random.key(seed), "he", dtype=jnp.float32)
+loss, opt = fgd.make_loss(b.MEDIUM, "cross_entropy"), fgd.adam(1e-3)
+run = lambda X, Y: jax.block_until_ready(fgd.fit(loss, params, opt, X, Y, epochs=1, batch_size=256,
+                                                 progress=False, batch_gather=gather).params)
+X, Y = (jnp.asarray(a) for a in b.medium_data(m, seed))
+jax.block_until_ready((jnp.sum(X), jnp.sum(Y)))  # a first use copies an array aliasing numpy's memory
+gc.collect()
+with open("/proc/self/clear_refs", "w") as f:           # the peak (VmHWM) starts again from now
+    f.write("5")
+before = rss()
+run(X, Y)
+print(json.dumps({"data_bytes": X.nbytes + Y.nbytes,
+                  "params_bytes": sum(a.nbytes for a in jax.tree.leaves(params)),
+                  "rss_before": before, "peak_rss": peak()}))
+"""
+
+
+def medium_memory(m: int, seed: int, gather: str) -> Optional[dict]:
+    """The medium fit's peak resident memory, in a new process (Linux only:
+    /proc; None elsewhere): the sizes of X, Y and the params, the resident
+    memory with them loaded, and the peak during the fit (its compilation,
+    its examples-first copy if any, activations and optimizer state)."""
+    if not os.path.exists("/proc/self/statm"):
+        return None
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    here = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", MEMORY, here, str(m), str(seed), gather],
+                          env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the memory run failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_memory(memory: dict) -> None:
+    mb = lambda n: f"{n / 2**20:,.0f} MiB"
+    for gather, r in memory.items():
+        if r is None:
+            continue
+        print(f"  memory, batch_gather={gather!r}: X and Y {mb(r['data_bytes'])}, params "
+              f"{mb(r['params_bytes'])}; resident before the fit {mb(r['rss_before'])}, peak "
+              f"{mb(r['peak_rss'])} (+{mb(r['peak_rss'] - r['rss_before'])})")
 
 
 # --- sweep: 64 random starts --------------------------------------------------------------
@@ -364,6 +432,19 @@ def print_compile(c: dict) -> None:
     print(f"  python -m fgd list: {c['list_s']:.2f} s (median of 3)")
 
 
+def grid_module():
+    """experiments/benchmark_grid.py, beside this file (run as a script or installed)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("benchmark_grid.py")
+    spec = importlib.util.spec_from_file_location("fgd_benchmark_grid", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module                      # for its dataclasses
+    spec.loader.exec_module(module)
+    return module
+
+
 # --- report ---------------------------------------------------------------------------------
 def print_table(title: str, rows: dict, rate: str) -> None:
     print(f"\n{title}")
@@ -388,9 +469,12 @@ def main(config: Config) -> dict:
           f"load average {os.getloadavg()[0]:.1f}")
     results = {"cpus": os.cpu_count(), "backend": jax.default_backend(),
                "devices": [str(d) for d in jax.devices()], "torch": torch.__version__ if torch else None}
-    sections = ("tiny", "medium", "sweep", "compile", "all")
+    sections = ("tiny", "medium", "sweep", "compile", "grid", "all")
     if config.only and config.only not in sections:
         raise ValueError(f"only must be one of {sections} or empty; got {config.only!r}")
+    if config.only == "grid":
+        grid = grid_module()
+        return {**results, "grid": grid.main(grid.Config(quick=config.quick))}
     wanted = lambda name: (config.only in (name, "all")
                            or (not config.only and name != "compile"))
     met = {}
@@ -407,6 +491,7 @@ def main(config: Config) -> dict:
         print(f"  roofline: {medium['gemm_flops'] / 1e9:.1f} GFLOP/s (2048^3 GEMM, median) / "
               f"{medium['flops_per_sample'] / 1e6:.3f} MFLOP per sample = "
               f"{medium['roofline_samples_per_s']:,.0f} samples/s")
+        print_memory(medium["memory"])
         results["medium"] = medium
     if wanted("sweep"):
         sweep = bench_sweep(config)
@@ -422,13 +507,15 @@ def main(config: Config) -> dict:
         if torch is not None:
             met["tiny_vs_torch"] = verdict("tiny: fgd.fit / PyTorch", tiny["vs_torch"], 100)
     if wanted("medium"):
-        met["medium_vs_roofline"] = verdict("medium: fgd.fit / roofline", medium["vs_roofline"], 0.75)
+        met["medium_vs_roofline"] = verdict("medium: fgd.fit / roofline", medium["vs_roofline"], 0.9)
         print(f"  {'medium: fgd.fit, new X / roofline':<34} {medium['new_x_vs_roofline']:>9.2f}   "
               f"(the examples-first copy made in the call)")
+        print(f"  {'medium: fit, columns / roofline':<34} {medium['columns_vs_roofline']:>9.2f}   "
+              f"(batch_gather='columns': no copy)")
         if torch is not None:
             met["medium_vs_torch"] = verdict("medium: fgd.fit / PyTorch", medium["vs_torch"], 1.0)
     if wanted("sweep"):
-        met["sweep_speedup"] = verdict("sweep: 64 fits / one sweep", sweep["speedup"], 10)
+        met["sweep_speedup"] = verdict("sweep: 64 fits / one sweep", sweep["speedup"], 12)
     if wanted("compile"):
         c = results["compile"]
         for label, ok in (("compile: 9 later fits compile nothing", c["loop"]["later_fits_compiles"] == 0),

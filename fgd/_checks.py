@@ -305,7 +305,7 @@ def _all_finite(x: jax.Array) -> jax.Array:
 
 @jax.jit
 def _all_finite_each(arrays: tuple) -> jax.Array:
-    return jnp.stack([_all_finite(x) for x in arrays]) if arrays else jnp.zeros(0, bool)
+    return jnp.stack([_all_finite(x) for x in arrays])
 
 
 def _finite_flags(arrays: tuple) -> np.ndarray:

@@ -8,11 +8,14 @@ measured once in float64 on CPU; their tolerance is loose (1e-3 relative)
 because 50,000 chaotic-ish steps amplify rounding differences between
 machines.
 """
+import dataclasses
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -204,3 +207,47 @@ def test_benchmark_runs_every_case_at_a_tiny_setting(monkeypatch):
                   out["medium"]["new_x_vs_roofline"], out["sweep"]["speedup"]):
         assert math.isfinite(ratio) and ratio > 0
     assert out["medium"]["rows"]["fgd.fit"]["samples"] == 512
+
+def test_benchmark_grid_prints_its_table_at_a_smoke_setting(monkeypatch, capsys):
+    """experiments/benchmark_grid.py on two points, the optional libraries
+    left out: every contender's row is produced with a positive rate and
+    fit runs the epochs it was asked for (a smoke test; timings are not judged).
+    The numpy contender's backprop is checked against jax.grad first."""
+    import importlib.util
+
+    path = fgd.cli.EXPERIMENTS_DIR / "benchmark_grid.py"
+    spec = importlib.util.spec_from_file_location("fgd_experiments.benchmark_grid", path)
+    grid = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, grid)
+    spec.loader.exec_module(grid)
+    config = grid.Config(ms=(80,), widths=(4,), depths=(2,), costs=("bce", "cross_entropy"),
+                         batches=(0, 64), contenders=("fit", "plain", "make_step", "numpy"),
+                         seconds=0.002, repeats=1, max_epochs=50)
+    out = grid.main(config)
+    assert len(out["points"]) == 4
+    for point in out["points"]:
+        assert set(point["rows"]) == {"fit", "plain", "make_step", "numpy"}
+        assert all(r["epochs_per_s"] > 0 and r["epochs"] >= 1 for r in point["rows"].values())
+    assert set(out["summary"]) == {"plain", "make_step", "numpy"}
+    table = capsys.readouterr().out
+    assert "m=80" in table and "mb64" in table and "plain/fit" in table
+    with pytest.raises(ValueError, match="contenders"):
+        grid.main(dataclasses.replace(config, contenders=("fit", "jaxopt")))
+
+
+@pytest.mark.parametrize("cost", ["sse", "bce", "cross_entropy"])
+def test_benchmark_grid_numpy_backprop_is_one_sgd_step(cost):
+    """The numpy contender's hand-written step equals one fgd SGD step (jax.grad)."""
+    import importlib.util
+
+    path = fgd.cli.EXPERIMENTS_DIR / "benchmark_grid.py"
+    spec = importlib.util.spec_from_file_location("fgd_experiments.benchmark_grid_np", path)
+    grid = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = grid
+    spec.loader.exec_module(grid)
+    config = grid.Config(n_x=3, n_y=4)
+    net, loss, params, X, Y, lr = grid.problem(config, grid.Point(30, 5, 2, cost, 0))
+    Ws = grid.numpy_loop(params, X, Y, cost, lr, 0, 1)
+    grads = jax.grad(loss)(params, jnp.asarray(X), jnp.asarray(Y))
+    for W, p, g in zip(Ws, params, grads):
+        np.testing.assert_allclose(W, np.asarray(p["W"]) - lr * np.asarray(g["W"]), rtol=2e-4, atol=2e-6)

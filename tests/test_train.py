@@ -488,3 +488,31 @@ def test_small_loop_is_one_kernel_with_the_same_numbers(traffic, batch_size, one
         np.testing.assert_allclose(rows1[name], rows0[name], rtol=F64_TOL, atol=F64_TOL)
     assert_params_close(c1.params, c0.params, F64_TOL)
     assert int(c1.epoch) == int(c0.epoch) == 40
+
+
+# --- batch_gather: the examples-first copy is optional ---------------------------------
+@pytest.mark.parametrize("tricks_off", [False, True])
+def test_batch_gather_columns_gives_the_copys_batches_and_numbers(traffic, monkeypatch, tricks_off):
+    """batch_gather="columns" gathers the same batches from X as given (no
+    examples-first copy): the same history, diagnostics and params as the
+    default, on the one-kernel path and on the per-operation runtime."""
+    if tricks_off:
+        monkeypatch.setenv("FGD_COMPILE_TRICKS", "0")
+    X, Y = traffic
+    kw = dict(epochs=25, batch_size=6, key=jax.random.key(3), progress=False,
+              history=("loss", "grad_norm", "mse", "layer_grad_norm"))
+    copy = fgd.fit(LOSS, init(), fgd.sgd(0.05), X, Y, **kw)
+    cols = fgd.fit(LOSS, init(), fgd.sgd(0.05), X, Y, batch_gather="columns", **kw)
+    for name in copy.history:
+        np.testing.assert_allclose(cols.history[name], copy.history[name], rtol=F64_TOL, atol=F64_TOL)
+    assert_params_close(cols.params, copy.params, F64_TOL)
+
+
+def test_batch_gather_is_checked(traffic):
+    X, Y = traffic
+    with pytest.raises(ValueError, match="batch_gather must be one of .*'rows'"):
+        fgd.fit(LOSS, init(), fgd.sgd(0.05), X, Y, epochs=1, batch_size=5, batch_gather="rows")
+    mesh = fgd.parallel.data_mesh()
+    with pytest.raises(ValueError, match="batch_gather='columns' does not go with mesh="):
+        fgd.fit(LOSS, init(), fgd.sgd(0.05), X, Y, epochs=1, batch_size=4, mesh=mesh,
+                batch_gather="columns")

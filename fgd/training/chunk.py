@@ -101,6 +101,7 @@ class Spec(NamedTuple):
     mesh: Any = None           # a Mesh: batches split over its "data" axis (fgd.parallel)
     tricks: _compile.Tricks = _compile.NONE   # the compile tricks this chunk uses
     diagnostics_every: int = 1  # diagnostics (fgd.training.diagnostics) every k-th epoch
+    columns: bool = False      # mini-batch: gather batch columns of X as given (no examples-first copy)
 
     def build_optimizer(self, hparams):
         return self.optimizer.obj(hparams) if self.factory else self.optimizer.build(hparams)
@@ -122,7 +123,8 @@ class Knobs(NamedTuple):
 
 class Data(NamedTuple):
     """Training data in the layout the mode reads: full batch (..., m);
-    mini-batch examples first (m, ...), so a batch is a contiguous row gather."""
+    mini-batch examples first (m, ...), so a batch is a contiguous row
+    gather, or (..., m) as given with `Spec.columns` (strided gathers)."""
 
     X: Array
     Y: Array
@@ -284,15 +286,22 @@ def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs
     shuffled copy of the data, (n_batches, k, ...)), so that the loop over
     batches holds no gather and a small one can be one XLA:CPU kernel
     (`spec.tricks.loop`); the batches are the same."""
-    m, k = data.X.shape[0], spec.batch_size
+    m, k = data.X.shape[-1 if spec.columns else 0], spec.batch_size
     order = jax.random.permutation(jax.random.fold_in(data.key, c.epoch), m)
     batches = order[: spec.n_batches * k].reshape(spec.n_batches, k)
     want_norm = spec.min_grad or "grad_norm" in spec.history
-    rows = lambda a, idx: a.at[idx].get(mode="promise_in_bounds")
+
+    def take(a, idx):
+        """The examples `idx` ((k,) or (n_batches, k)) of `a`, examples last."""
+        if spec.columns:                                       # (..., [n_batches,] k)
+            got = a.at[..., idx].get(mode="promise_in_bounds")
+            return got if idx.ndim == 1 else jnp.moveaxis(got, -2, 0)
+        got = a.at[idx].get(mode="promise_in_bounds")           # ([n_batches,] k, ...)
+        return jnp.moveaxis(got, idx.ndim - 1, -1)
 
     def batch_step(carry, xy):
         params, state = carry
-        xb, yb = (jnp.moveaxis(b, 0, -1) for b in xy)           # (..., k)
+        xb, yb = xy                                                # (..., k)
         if spec.mesh is not None:
             xb, yb = (parallel.constrain_examples(spec.mesh, b) for b in (xb, yb))
         params, state, value, grads = step(params, state, xb, yb)
@@ -301,16 +310,16 @@ def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs
 
     start = (c.params, c.opt_state)
     if one_kernel:
-        shuffled = (rows(data.X, batches), rows(data.Y, batches))   # (n_batches, k, ...)
+        shuffled = (take(data.X, batches), take(data.Y, batches))   # (n_batches, ..., k)
         loop = lambda carry: jax.lax.scan(batch_step, carry, shuffled)
         (params, state), (values, gnorms) = spec.tricks.loop(loop, start)
     else:
-        gather = lambda carry, idx: batch_step(carry, (rows(data.X, idx), rows(data.Y, idx)))
+        gather = lambda carry, idx: batch_step(carry, (take(data.X, idx), take(data.Y, idx)))
         (params, state), (values, gnorms) = jax.lax.scan(gather, start, batches)
     value = _epoch_loss(spec, values, params)
     gnorm = jnp.mean(gnorms) if want_norm else None
     val = val_fn(params, data.Xv, data.Yv) if data.Xv is not None else None
-    extra = _metrics(spec, params, data, True)          # at the params the epoch ends with
+    extra = _metrics(spec, params, data, not spec.columns)   # at the params the epoch ends with
     lr = current_lr(c.opt_state) if "lr" in spec.history else None
     best, best_epoch = _track_best(spec, c, val, params, c.epoch)
     code = stop_code(spec, Metrics(c.epoch, value, gnorm, val, best_epoch, c.low), knobs)
@@ -331,7 +340,7 @@ def _minibatch_diagnostics(spec: Spec, c: Carry, params: Params, data: Data) -> 
     if not any(n in diagnostics.NAMES for n in spec.history):
         return {}
     loss_fn = spec.loss_fn()
-    X, Y = jnp.moveaxis(data.X, 0, -1), jnp.moveaxis(data.Y, 0, -1)
+    X, Y = (data.X, data.Y) if spec.columns else (jnp.moveaxis(data.X, 0, -1), jnp.moveaxis(data.Y, 0, -1))
     return diagnostics.measure(spec, loss_fn, params, lambda: jax.grad(loss_fn)(params, X, Y),
                                lambda: jax.tree.map(jnp.subtract, params, c.params), X, Y, c.epoch)
 

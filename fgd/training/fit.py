@@ -70,7 +70,7 @@ class Setup(NamedTuple):
 def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goal, *,
             nonfinite: str = "stop", diverge: Optional[float] = None,
             validation_data, patience, min_grad, time_limit, history, mesh=None,
-            local_data=False, progress=None) -> Setup:
+            local_data=False, progress=None, batch_gather: str = "copy") -> Setup:
     """Every boundary check of `fit`/`sweep`, then the data cast to the params'
     dtype and laid out for the mode (with a mesh: global arrays split over its
     "data" axis, `fgd.parallel.place_training_data`). Nothing is traced here."""
@@ -89,6 +89,12 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     if isinstance(loss, Loss):          # as loss(...) itself refuses them: bce needs Y in [0, 1]
         check_targets(loss.cost, Y)
     _checks.check_bool(progress, "progress", allow_none=True)
+    if batch_gather not in BATCH_GATHER:
+        raise ValueError(f"batch_gather must be one of {BATCH_GATHER}; got {batch_gather!r}")
+    columns = batch_gather == "columns" and batch_size is not None
+    if columns and mesh is not None:
+        raise ValueError("batch_gather='columns' does not go with mesh=: a mesh lays the "
+                         "examples out itself (fgd.parallel.place_training_data)")
     m = parallel.global_examples(int(X.shape[-1]), local_data)
     _checks.check_int(epochs, "epochs", 0)
     batch_size = _checks.check_int(batch_size, "batch_size", 1, m, allow_none=True)
@@ -117,7 +123,7 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         X, Y, Xv, Yv = parallel.place_training_data(mesh, X, Y, Xv, Yv, batch_size=batch_size,
                                                     local_data=local_data)
         key = parallel.replicate(mesh, key)
-    elif batch_size is not None:
+    elif batch_size is not None and not columns:
         X, Y = laid_out(X, Y)
     opt_static, hparams = ((chunk.Static(optimizer), None) if factory
                            else chunk.static_optimizer(optimizer))
@@ -126,7 +132,7 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
                 chunk.CAPACITY_FULL if batch_size is None else chunk.CAPACITY_MINI, names,
                 min_grad is not None, patience is not None,
                 skip=nonfinite == "skip", diverge=diverge is not None, mesh=mesh,
-                tricks=_compile.tricks(_compile.platform_of(X)))
+                tricks=_compile.tricks(_compile.platform_of(X)), columns=columns)
     sdt = tree.scalar_dtype(params)
     knobs = chunk.Knobs(np.int32(0), np.int32(0),        # host scalars: no device op to make
                   np.asarray(-np.inf if goal is None else goal, sdt),
@@ -136,6 +142,11 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
     if mesh is not None:
         hparams = parallel.replicate(mesh, hparams)
     return Setup(spec, knobs, chunk.Data(X, Y, Xv, Yv, key), dtype, m, hparams)
+
+
+#: How mini-batch mode gathers a batch: "copy", rows of an examples-first
+#: copy of the data (kept while X lives); "columns", columns of X as given.
+BATCH_GATHER = ("copy", "columns")
 
 
 def _hashable(obj: Any) -> bool:
@@ -232,7 +243,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         checkpoint_every: Any = None, resume: bool = True, keep: int = 3,
         checkpoint_on_error: str = "raise", nonfinite: str = "stop", diverge: Optional[float] = None, mesh: Any = None,
         local_data: bool = False, callbacks: Any = None,
-        diagnostics_every: int = 1) -> FitResult:
+        diagnostics_every: int = 1, batch_gather: str = "copy") -> FitResult:
     """Train `params` on (X, Y) with `opt`, many epochs per device call.
 
     Modes:
@@ -252,9 +263,13 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         update; "grad_norm" the mean of the batch gradients' global norms;
         "val_loss" is taken at the params the epoch ends with; "lr" is the rate
         of the epoch's first update. The rules decide after the epoch.
-        Batches are gathered from an examples-first copy of X and Y; for jax
-        arrays the copy is kept while they live (`laid_out`), so a second
-        fit on the same arrays does not make it again.
+        Batches are gathered from an examples-first copy of X and Y
+        (`batch_gather="copy"`); for jax arrays the copy is kept while they
+        live (`laid_out`), so a second fit on the same arrays does not make
+        it again. `batch_gather="columns"` gathers the columns of X and Y as
+        given instead: no copy (the memory of one more data set), slower
+        gathers (strided; a 784-512-512-10 Adam epoch in batches of 256 on
+        the CPU: about 20% longer), the same batches and numbers.
 
     Stopping rules (`result.stop_reason`), checked every epoch on the device
     in this order:
@@ -306,6 +321,8 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         (lambda_max of the Hessian); `fgd.training.diagnostics`.
       diagnostics_every: measure the diagnostics every k-th epoch (NaN rows
         between), an integer >= 1.
+      batch_gather: mini-batch mode: "copy" (default) or "columns", how
+        batches are gathered (see Modes).
       checkpoint_dir: a directory for `ckpt-<epoch>.npz` files holding the whole
         training state (`fgd.resume`); None (default) saves nothing.
       checkpoint_every: an int N: save after every N-th epoch (chunks end
@@ -361,7 +378,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
                     nonfinite=nonfinite, diverge=diverge,
                     validation_data=validation, patience=patience, min_grad=min_grad,
                     time_limit=time_limit, history=history, mesh=mesh, local_data=local_data,
-                    progress=progress)
+                    progress=progress, batch_gather=batch_gather)
     setup = setup._replace(spec=setup.spec._replace(diagnostics_every=diagnostics_every))
     if "lr" in setup.spec.history:
         check_lr_state(opt.init(params))
