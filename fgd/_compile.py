@@ -232,11 +232,16 @@ def _as_one_kernel(fn: Callable, *args):
 #: XLA:CPU options for every chunk. LLVM vectorises XLA's own loops 256 bits
 #: wide unless told otherwise; 512 makes the 64-run sweep's epoch 8.5 -> 5.4
 #: us where the CPU has AVX-512 (without it the hint changes nothing), and
-#: leaves the GEMM-bound medium case as it was. Region-based copy insertion
-#: lets an update write a weight in place although the backward pass's
-#: W^T dZ reads it out of data-flow order: without it XLA copies W2 and W3 on
-#: every 784-512-512-10 step (0.13 ms of 2.5).
-CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512, "xla_cpu_copy_insertion_use_region_analysis": True}
+#: leaves the GEMM-bound medium case as it was.
+CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+#: Added for a chunk whose largest weight has at least `REGION_MIN` entries:
+#: region-based copy insertion lets an update write a weight in place
+#: although the backward pass's W^T dZ reads it out of data-flow order;
+#: without it XLA copies W2 and W3 on every 784-512-512-10 step (0.13 ms of
+#: 2.5). On small nets it costs instead (16-8-8-8-4 tanh net, 400 examples,
+#: full batch: 25 -> 38 us per epoch).
+REGION_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+REGION_MIN = 1 << 16
 #: XLA:CPU options for a chunk compiled as one kernel: no YNNPACK fusions.
 #: XLA:CPU forms them by default around small reductions and GEMMs, and a
 #: one-kernel loop cannot hold them (compiling fails). A chunk of larger work keeps
@@ -259,10 +264,11 @@ _PROBED = _cache.LRU("cpu_options_supported", 1)
 
 
 def _cpu_options_supported() -> bool:
-    """Whether this jax's XLA:CPU takes `ONE_KERNEL_OPTIONS` (probed once)."""
+    """Whether this jax's XLA:CPU takes every option above (probed once)."""
     def probe() -> bool:
+        every = {**ONE_KERNEL_OPTIONS, **REGION_OPTIONS}
         try:
-            jax.jit(lambda x: x + 1, compiler_options=ONE_KERNEL_OPTIONS).lower(np.float32(0)).compile()
+            jax.jit(lambda x: x + 1, compiler_options=every).lower(np.float32(0)).compile()
         except Exception:                 # an unknown flag or no compiler_options: XLA's defaults
             return False
         return True
@@ -406,11 +412,14 @@ class Tricks(NamedTuple):
         """`fn(state)`, compiled as one XLA:CPU kernel when `one_kernel` and small."""
         return _as_one_kernel(fn, state) if self.one_kernel else fn(state)
 
-    def compiler_options(self, one_kernel: bool) -> Optional[dict]:
-        """The XLA compiler options of a chunk (None: XLA's defaults)."""
+    def compiler_options(self, one_kernel: bool, largest_weight: int = 0) -> Optional[dict]:
+        """The XLA compiler options of a chunk (None: XLA's defaults), given
+        whether it is one kernel and the entries of its largest weight."""
         if not self.cpu_options:
             return None
-        return ONE_KERNEL_OPTIONS if one_kernel else CPU_OPTIONS
+        if one_kernel:
+            return ONE_KERNEL_OPTIONS
+        return {**CPU_OPTIONS, **REGION_OPTIONS} if largest_weight >= REGION_MIN else CPU_OPTIONS
 
 
 NONE = Tricks()

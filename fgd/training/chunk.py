@@ -11,6 +11,7 @@ chunk, is `fgd.training.driver`.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -425,7 +426,7 @@ def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: 
     mesh, a chunk whose loop can be one kernel is compiled so, with the
     tricks' one-kernel compiler options (decided by one trace per spec and
     shapes). Any other chunk runs on XLA's usual per-operation runtime with
-    `spec.tricks.compiler_options(False)` and its matrix products left as
+    `spec.tricks.compiler_options(False, largest weight)` and its products left as
     products: the small-dot rewrite pays only inside one kernel (3-8-2 net,
     400 examples, full batch, on the per-operation runtime: 10.1 us per
     epoch as products, 16.3 us with the rewrite)."""
@@ -437,7 +438,8 @@ def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: 
         if _ONE_KERNEL.get(key, lambda: _compile.is_one_kernel(trace().jaxpr)):
             return _jitted(tricks.compiler_options(True))(spec, *args, one_kernel=True)
         spec = spec._replace(tricks=tricks._replace(small_dots=False))
-    return _jitted(tricks.compiler_options(False))(spec, *args, one_kernel=False)
+    largest = max((math.prod(np.shape(w)) for w in jax.tree.leaves(carry.params)), default=0)
+    return _jitted(tricks.compiler_options(False, largest))(spec, *args, one_kernel=False)
 
 
 def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:
