@@ -269,7 +269,7 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         it again. `batch_gather="columns"` gathers the columns of X and Y as
         given instead: no copy (the memory of one more data set), slower
         gathers (strided; a 784-512-512-10 Adam epoch in batches of 256 on
-        the CPU: about 20% longer), the same batches and numbers.
+        the CPU: 20-40% longer), the same batches and numbers.
 
     Stopping rules (`result.stop_reason`), checked every epoch on the device
     in this order:
