@@ -9,11 +9,15 @@ never the formulas:
   most `SMALL_DOT` multiply-adds, default precision) becomes a broadcast
   multiply and a sum, which XLA fuses with its neighbours instead of calling
   a BLAS kernel per product;
-- one-kernel loops: a whole small training loop compiled by XLA:CPU as one
+- one-kernel loops: a whole small training loop (or a mini-batch epoch's loop
+  over its batches) compiled by XLA:CPU as one
   function (its "small call"), with no dispatch between operations;
 - batch-last: a sweep's runs kept on the LAST axis of every array (vmap would
   put them first), so XLA:CPU vectorises over contiguous rows of runs;
-- XLA:CPU compiler options (`CPU_OPTIONS`, `ONE_KERNEL_OPTIONS`).
+- XLA:CPU compiler options (`CPU_OPTIONS`, `REGION_OPTIONS`, `ONE_KERNEL_OPTIONS`);
+- the mini-batch order `jax.random.permutation(key, m)` computed with
+  single-array sorts instead of XLA:CPU's slow key-value sort, to the same
+  numbers (`_permutation`).
 
 They were measured to help on XLA:CPU only, so they apply only there. The one
 entry point is `tricks(platform)`: it returns the `Tricks` to use, all off on
@@ -21,8 +25,8 @@ other backends, when an internal API they need is missing from this JAX
 (`AVAILABLE`), or when the environment variable `FGD_COMPILE_TRICKS=0` is
 set. With every trick off, each `Tricks` method is plain public JAX:
 `fuse_small_dots(fn)` is `fn`, `batched(fn, runs)` is
-`jax.vmap(fn, -1, -1)`, `loop(fn, state)` is `fn(state)`, and
-`compiler_options` is None.
+`jax.vmap(fn, -1, -1)`, `loop(fn, state)` is `fn(state)`, `permutation`
+is `jax.random.permutation`, and `compiler_options` is None.
 """
 from __future__ import annotations
 
@@ -389,6 +393,51 @@ def _batch_last(fn: Callable, runs: int) -> Callable:
     return batched
 
 
+# --- jax.random.permutation without XLA:CPU's key-value sort ------------------------
+# jax.random.permutation(key, m) shuffles arange(m) in a few rounds, each a
+# stable sort by fresh random 32-bit keys (lax.sort_key_val). XLA:CPU sorts
+# a key-value pair with a comparator call per comparison: 1.7 ms for m =
+# 4,000, 20 ms for 40,000, which on a small net is most of a mini-batch
+# epoch. A single uint32 array sorts several times faster, and when the keys
+# are distinct the stable order follows from it: element i goes to position
+# rank_i = #{keys < key_i} (a binary search in the sorted keys), one scatter.
+# With a tie (rare: probability about m^2 / 2^33 per round) the round sorts
+# (rank_i, i) packed into one uint32 when m <= 2^16, and falls back to
+# lax.sort_key_val above that. The result is jax.random.permutation's, bit
+# for bit; it reproduces that function's rounds (its key splits, its bits,
+# its round count), which JAX does not promise to keep, so `_self_test`
+# checks it against jax.random.permutation and turns it off on a mismatch.
+def _stable_order(keys: Array, x: Array) -> Array:
+    """`x` in the order of a stable sort by the uint32 `keys` (what
+    `lax.sort_key_val(keys, x)[1]` returns)."""
+    m = keys.shape[0]
+    ordered = jax.lax.sort(keys)
+    rank = jnp.searchsorted(ordered, keys, side="left").astype(jnp.int32)
+    distinct = jnp.all(ordered[1:] != ordered[:-1])
+
+    def scatter():
+        return jnp.zeros_like(x).at[rank].set(x, unique_indices=True, mode="promise_in_bounds")
+
+    def ties():
+        if m > 1 << 16:
+            return jax.lax.sort_key_val(keys, x)[1]
+        packed = (rank.astype(jnp.uint32) << 16) | jnp.arange(m, dtype=jnp.uint32)
+        where = (jax.lax.sort(packed) & 0xFFFF).astype(jnp.int32)
+        return x[where]
+
+    return jax.lax.cond(distinct, scatter, ties)
+
+
+def _permutation(key: Any, m: int) -> Array:
+    """`jax.random.permutation(key, m)` for an integer m, sorting single arrays."""
+    rounds = int(np.ceil(3 * np.log(max(1, m)) / np.log(np.iinfo(np.uint32).max)))
+    x = jnp.arange(m)
+    for _ in range(rounds):
+        key, subkey = jax.random.split(key)
+        x = _stable_order(jax.random.bits(subkey, (m,), jnp.uint32), x)
+    return x
+
+
 # --- the entry point -----------------------------------------------------------------
 class Tricks(NamedTuple):
     """Which tricks a compiled program uses; hashable, part of a chunk's jit key."""
@@ -397,6 +446,7 @@ class Tricks(NamedTuple):
     one_kernel: bool = False
     batch_last: bool = False
     cpu_options: bool = False
+    permutation_sort: bool = False
 
     def fuse_small_dots(self, fn: Callable) -> Callable:
         """`fn` with its small matrix products as multiply + sum, or `fn`."""
@@ -411,6 +461,10 @@ class Tricks(NamedTuple):
     def loop(self, fn: Callable, state: Any) -> Any:
         """`fn(state)`, compiled as one XLA:CPU kernel when `one_kernel` and small."""
         return _as_one_kernel(fn, state) if self.one_kernel else fn(state)
+
+    def permutation(self, key: Any, m: int) -> Array:
+        """`jax.random.permutation(key, m)`, with single-array sorts when on."""
+        return _permutation(key, m) if self.permutation_sort else jax.random.permutation(key, m)
 
     def compiler_options(self, one_kernel: bool, largest_weight: int = 0) -> Optional[dict]:
         """The XLA compiler options of a chunk (None: XLA's defaults), given
@@ -435,7 +489,8 @@ def tricks(platform: str) -> Tricks:
     if platform != "cpu" or not AVAILABLE or switched_off() or not _self_test():
         return NONE
     options = _cpu_options_supported()
-    return Tricks(small_dots=True, one_kernel=options, batch_last=True, cpu_options=options)
+    return Tricks(small_dots=True, one_kernel=options, batch_last=True, cpu_options=options,
+                  permutation_sort=_permutation_matches())
 
 
 _SELF_TEST = _cache.LRU("compile_tricks_self_test", 1)
@@ -462,6 +517,28 @@ def _self_test() -> bool:
                     and np.allclose(runs, want, rtol=1e-5, atol=1e-6))
 
     return _SELF_TEST.get("cpu", run)
+
+
+def _permutation_matches() -> bool:
+    """Whether `_permutation` gives jax.random.permutation's numbers on this
+    JAX, on both branches of a round (checked once per process)."""
+    def run() -> bool:
+        try:
+            cases = [(jax.random.key(k), m) for k, m in ((0, 1), (1, 7), (2, 300), (3, 3000))]
+            cases.append((jax.random.PRNGKey(4), 50))           # a raw uint32 key
+            same = all(np.array_equal(jax.jit(_permutation, static_argnums=1)(k, m),
+                                      jax.random.permutation(k, m)) for k, m in cases)
+            keys = jnp.asarray([5, 3, 5, 1, 3, 3, 0], jnp.uint32)  # ties: the packed sort
+            x = jnp.arange(7)
+            return same and np.array_equal(jax.jit(_stable_order)(keys, x),
+                                           jax.lax.sort_key_val(keys, x)[1])
+        except Exception:                 # an API this JAX lacks or spells otherwise
+            return False
+
+    return _PERMUTATION_OK.get("cpu", run)
+
+
+_PERMUTATION_OK = _cache.LRU("permutation_self_test", 1)
 
 
 def platform_of(x: Any) -> str:

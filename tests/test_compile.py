@@ -115,3 +115,38 @@ def test_small_dots_keep_precision_and_preferred_type(precision, preferred):
         assert fused(a, b).dtype == want
         plain = jax.make_jaxpr(_compile._fuse_small_dots(lambda a, b: a @ b))(a, b)
         assert "dot_general" not in str(plain)        # a default small dot is rewritten
+
+
+# --- the mini-batch permutation ------------------------------------------------------
+@pytest.mark.parametrize("m", [1, 2, 20, 401, 5000, 70_000])
+def test_permutation_trick_is_jax_random_permutation(m):
+    """`_permutation` (single-array sorts) gives jax.random.permutation's
+    order, bit for bit, for typed and raw keys and sizes on both sides of the
+    packed-tie limit (2^16); whichever branch a round takes."""
+    for key in (jax.random.key(m), jax.random.PRNGKey(m + 1), jax.random.fold_in(jax.random.key(2), m)):
+        got = jax.jit(_compile._permutation, static_argnums=1)(key, m)
+        np.testing.assert_array_equal(got, jax.random.permutation(key, m))
+
+
+@pytest.mark.parametrize("m", [7, 1000, 70_000])
+def test_stable_order_with_ties_is_sort_key_val(m):
+    """With tied keys a round takes its slow branch (the packed sort up to 2^16
+    examples, lax.sort_key_val above) and still equals the stable sort."""
+    keys = jax.random.randint(jax.random.key(0), (m,), 0, max(2, m // 3)).astype(jnp.uint32)
+    x = jax.random.permutation(jax.random.key(1), m)
+    np.testing.assert_array_equal(jax.jit(_compile._stable_order)(keys, x),
+                                  jax.lax.sort_key_val(keys, x)[1])
+
+
+def test_minibatch_fit_uses_the_permutation_trick_to_the_same_numbers(traffic, monkeypatch):
+    """fit's mini-batch history is the same with the trick as with
+    jax.random.permutation (tricks off), float32."""
+    X, Y = (jnp.asarray(a, jnp.float32) for a in traffic)
+    net = fgd.MLP((3, 8, 2), hidden="tanh", output="identity")
+    loss = fgd.make_loss(net, "sse")
+    params = net.init(jax.random.key(0), "xavier", dtype=jnp.float32)
+    assert _compile.tricks("cpu").permutation_sort == _compile.AVAILABLE
+    on = fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=30, batch_size=4, progress=False)
+    monkeypatch.setenv("FGD_COMPILE_TRICKS", "0")
+    off = fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=30, batch_size=4, progress=False)
+    np.testing.assert_allclose(on.history["loss"], off.history["loss"], rtol=2e-6)

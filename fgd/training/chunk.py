@@ -288,7 +288,7 @@ def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs
     batches holds no gather and a small one can be one XLA:CPU kernel
     (`spec.tricks.loop`); the batches are the same."""
     m, k = data.X.shape[-1 if spec.columns else 0], spec.batch_size
-    order = jax.random.permutation(jax.random.fold_in(data.key, c.epoch), m)
+    order = spec.tricks.permutation(jax.random.fold_in(data.key, c.epoch), m)
     batches = order[: spec.n_batches * k].reshape(spec.n_batches, k)
     want_norm = spec.min_grad or "grad_norm" in spec.history
 
