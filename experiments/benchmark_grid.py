@@ -34,7 +34,8 @@ by m: it sums over the examples). At each point, in one process:
 Every contender's call is timed `repeats` times, interleaved (A B C A B C
 ...) so that other load hits all alike, after a first "cold" call (fgd's,
 the plain loop's and flax's include compilation; printed apart). fit and the
-plain loop run E epochs, E chosen so that fit's call takes about `seconds`;
+plain loops run E epochs, E chosen so that fit's call takes about `seconds`
+(at least 3);
 the Python loops run as many epochs as fit into the same time (at least
 one). The table shows epochs per second (medians) and each contender's rate
 divided by fit's (below 1: fit is faster). fit's target: at least the plain
@@ -327,7 +328,8 @@ def measure_point(config: Config, p: Point, libs: dict) -> dict:
     while t < config.seconds / 4 and E < config.max_epochs:
         E = min(config.max_epochs, 4 * E)
         t = timed(lambda: fit(E))
-    E = int(np.clip(E * config.seconds / t, 1, config.max_epochs))
+    # at least 3: XLA unrolls a plain loop of one epoch, which no real run is
+    E = int(np.clip(E * config.seconds / t, 3, max(3, config.max_epochs)))
     runs: dict = {"fit": (E, lambda: fit(E))}
     wanted = set(config.contenders)
 
