@@ -405,8 +405,9 @@ def _batch_last(fn: Callable, runs: int) -> Callable:
 # (rank_i, i) packed into one uint32 when m <= 2^16, and falls back to
 # lax.sort_key_val above that. The result is jax.random.permutation's, bit
 # for bit; it reproduces that function's rounds (its key splits, its bits,
-# its round count), which JAX does not promise to keep, so `_self_test`
-# checks it against jax.random.permutation and turns it off on a mismatch.
+# its round count), which JAX does not promise to keep, so
+# `_permutation_matches` checks it against jax.random.permutation and turns
+# it off on a mismatch.
 def _stable_order(keys: Array, x: Array) -> Array:
     """`x` in the order of a stable sort by the uint32 `keys` (what
     `lax.sort_key_val(keys, x)[1]` returns)."""

@@ -256,7 +256,8 @@ def full_batch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knob
     """One update on all of X. Every figure is taken at the params the update
     starts from, and the rules decide before the update: a stopped epoch
     keeps its params (the best ones after running out of patience; after a
-    non-finite loss `drive` replays the chunk up to the epoch before)."""
+    non-finite loss `drive` replays the chunk up to the epoch before).
+    (`one_kernel` changes nothing here: the whole loop is the kernel.)"""
     params, state, value, grads = step(c.params, c.opt_state, data.X, data.Y)
     gnorm = tree.global_norm(grads) if spec.min_grad or "grad_norm" in spec.history else None
     val = val_fn(c.params, data.Xv, data.Yv) if data.Xv is not None else None
@@ -284,7 +285,7 @@ def minibatch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knobs
 
     Each batch is gathered from the examples-first data as it is needed. With
     `one_kernel` the whole epoch's batches are gathered at once instead (a
-    shuffled copy of the data, (n_batches, k, ...)), so that the loop over
+    shuffled copy of the data, (n_batches, ..., k)), so that the loop over
     batches holds no gather and a small one can be one XLA:CPU kernel
     (`spec.tricks.loop`); the batches are the same."""
     m, k = data.X.shape[-1 if spec.columns else 0], spec.batch_size
