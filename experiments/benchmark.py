@@ -47,7 +47,9 @@ contender (compilation included for fgd) is printed as "cold".
   the plain jitted loop, make_step, flax + optax, PyTorch and numpy over
   144 points of sizes, costs and batch modes; see benchmark_grid.py.
 
-PyTorch is skipped when it is not installed.
+PyTorch is skipped when it is not installed. Its OpenMP threads are told not
+to spin between operations (`OMP_WAIT_POLICY=PASSIVE` unless set): spinning
+threads fight the interleaved contenders for the cores of a small machine.
 """
 from __future__ import annotations
 
@@ -108,6 +110,7 @@ def interleave(contenders: dict, repeats: int) -> dict:
 
 
 def torch_or_none():
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see the module docstring
     try:
         import torch
     except ImportError:

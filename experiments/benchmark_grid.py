@@ -27,7 +27,10 @@ by m: it sums over the examples). At each point, in one process:
   of flax's examples in a Python loop (when flax is installed).
 - PyTorch: `nn.Sequential` of `Linear`/`Tanh` layers with `torch.optim.SGD`,
   the usual `zero_grad`/`backward`/`step` loop (when torch is installed;
-  `torch.set_num_threads` set to the CPU count).
+  `torch.set_num_threads` set to the CPU count, and `OMP_WAIT_POLICY=PASSIVE`
+  unless set: by default its OpenMP threads spin after every operation, and
+  on a busy 2-core machine that made a small net's epoch 3-100 ms instead of
+  0.3 ms and slowed the contenders timed after it).
 - numpy: a hand-written backprop loop, dZ[L] = (A[L] - Y) / (1 or m),
   dW = dZ A^T, db = sum(dZ), dZ[l] = W[l+1]^T dZ[l+1] * (1 - A[l]^2).
 
@@ -372,6 +375,7 @@ def measure_point(config: Config, p: Point, libs: dict) -> dict:
 def libraries(config: Config) -> dict:
     libs: dict = {"torch": None, "flax": None}
     if "torch" in config.contenders:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see the module docstring
         try:
             import torch
             torch.set_num_threads(os.cpu_count() or 1)
