@@ -424,9 +424,11 @@ def summary(results: list) -> dict:
 def plot(results: list, config: Config, path: str) -> None:
     """Epochs/s against m, fit (solid) and the plain loop (dashed), per width,
     depth 1, full batch, the first cost."""
-    from fgd import plots
+    import matplotlib
 
-    plt = plots.pyplot()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
     for ax, batch in zip(axes, (0, 64)):
         for i, width in enumerate(config.widths):
