@@ -425,6 +425,7 @@ def plot(results: list, config: Config, path: str) -> None:
     """Epochs/s against m, fit (solid) and the plain loop (dashed), per width,
     depth 1, full batch, the first cost."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -439,17 +440,21 @@ def plot(results: list, config: Config, path: str) -> None:
             ms = [r["point"].m for r in pts]
             color = f"C{i}"
             ax.loglog(ms, [r["rows"]["fit"]["epochs_per_s"] for r in pts], "-o", color=color,
-                      label=f"fgd.fit, width {width}")
+                      label=f"fit, w = {width}")
             if all("plain" in r["rows"] for r in pts):
                 ax.loglog(ms, [r["rows"]["plain"]["epochs_per_s"] for r in pts], "--x",
-                          color=color, label=f"plain loop, width {width}")
+                          color=color, label=f"plain loop, w = {width}")
+        ms = sorted({r["point"].m for r in results})
+        ax.set_xticks(ms, [f"{m:,}" for m in ms])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("examples m")
         ax.set_ylabel("epochs / s")
         ax.set_title("full batch" if not batch else f"mini-batches of {batch}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{config.n_x}-width-{config.n_y} tanh MLP, {config.costs[0]}, SGD, float32, "
-                 f"{os.cpu_count()} CPUs")
+    fig.suptitle(f"{config.n_x}-w-{config.n_y} tanh MLP (w: width), one hidden layer, "
+                 f"{config.costs[0]}, SGD, float32, {os.cpu_count()} CPUs; solid: fgd.fit, "
+                 f"dashed: the plain jitted loop", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
