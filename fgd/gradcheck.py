@@ -170,7 +170,7 @@ def _fd_cap(n_params: int, fd_entries: Optional[int]) -> int:
 
 
 #: jax.jit(jax.value_and_grad(loss)) per loss (equal `make_loss` results share one)
-_VALUE_AND_GRAD = _cache.LRU("gradcheck_value_and_grad", 32)
+_VALUE_AND_GRAD = _cache.LRU("gradcheck_value_and_grad", 8)
 
 
 def _value_and_grad(loss: Callable, p64: Any, d64: tuple) -> Optional[tuple]:

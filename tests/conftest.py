@@ -60,9 +60,13 @@ def pytest_configure(config):
     if not folder:
         return
     # jax was imported above, before these were set: tell this process too
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    for name, value in (("jax_compilation_cache_dir", folder),
+                        ("jax_persistent_cache_min_compile_time_secs", 0.0),
+                        ("jax_persistent_cache_min_entry_size_bytes", 0)):
+        try:
+            jax.config.update(name, value)
+        except (AttributeError, KeyError, ValueError):     # a jax without the setting: its default
+            pass
 
 
 def pytest_unconfigure(config):
