@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fgd import _checks, _fd, _jax, losses
+from fgd import _cache, _checks, _fd, _jax, losses
 from fgd.backprop import backprop as fgd_backprop
 from fgd.gradreport import (
     AUTODIFF_TOL,
@@ -169,11 +169,34 @@ def _fd_cap(n_params: int, fd_entries: Optional[int]) -> int:
     return min(FD_MAX_ENTRIES, max(FD_MIN_ENTRIES, FD_WORK // max(n_params, 1)))
 
 
+#: jax.jit(jax.value_and_grad(loss)) per loss (equal `make_loss` results share one)
+_VALUE_AND_GRAD = _cache.LRU("gradcheck_value_and_grad", 8)
+
+
+def _value_and_grad(loss: Callable, p64: Any, d64: tuple) -> Optional[tuple]:
+    """(J, jax.grad(J)) at p64 from one compiled program, or None when the
+    loss cannot be compiled so (Python control flow on values, numpy calls,
+    non-array data, a non-scalar result): the caller then evaluates eagerly,
+    which also raises the loss's own errors as they are. One program costs one
+    compilation, where an eager gradient compiles each operation on its own."""
+    try:
+        hash(loss)
+        jitted = _VALUE_AND_GRAD.get(loss, lambda: jax.jit(jax.value_and_grad(loss)))
+    except TypeError:                      # an unhashable callable: not remembered
+        jitted = jax.jit(jax.value_and_grad(loss))
+    try:
+        J0, g = jitted(p64, *d64)
+    except Exception:  # noqa: BLE001 -- whatever it was, the eager path reports it
+        return None
+    return J0, g
+
+
 def _run(loss: Callable, p64: Any, d64: tuple, grad: Callable, *, who: str, names: Optional[list],
          ms: tuple, seed: int, fd_entries: Optional[int], title: str,
          pname: str = "params") -> GradCheckReport:
     """Everything in float64 (the caller holds the float64 context)."""
-    J0 = loss(p64, *d64)
+    compiled = _value_and_grad(loss, p64, d64)
+    J0 = loss(p64, *d64) if compiled is None else compiled[0]
     if np.shape(J0) != ():
         raise ValueError(f"loss must return a scalar; got an array of shape {np.shape(J0)}")
     if not _is_float(jnp.asarray(J0)):
@@ -182,7 +205,8 @@ def _run(loss: Callable, p64: Any, d64: tuple, grad: Callable, *, who: str, name
     if not np.isfinite(J0):
         raise ValueError(f"loss must be finite at params; got {J0}")
     hand = _hand_leaves(grad(p64, *d64), p64, who, pname)
-    auto = [np.asarray(a, np.float64) for a in jax.tree_util.tree_leaves(jax.grad(loss)(p64, *d64))]
+    auto_tree = jax.grad(loss)(p64, *d64) if compiled is None else compiled[1]
+    auto = [np.asarray(a, np.float64) for a in jax.tree_util.tree_leaves(auto_tree)]
     paths_leaves = jax.tree_util.tree_flatten_with_path(p64)[0]
     xs = [np.asarray(x) for _, x in paths_leaves]
     if names is None:
@@ -378,10 +402,14 @@ def _user_functions(net: Any, cost: Any, p64: Any, X64, Y64, seed: int) -> list:
     ms = (int(Y64.shape[-1]),)
     """Rows checking the user's own activations (their vjp, i.e. g') and cost
     derivative at the values the model takes at params."""
-    cache = net.forward(p64, X64)
     layer_acts = ([(l, net.activation(l)) for l in range(1, net.n_layers + 1)] if hasattr(net, "n_layers")
                   else [(i + 1, net.activation(i)) for i in range(len(net.layers))])
     rows: list = []
+    if isinstance(cost, losses.Cost) or any(act is not None and not activations.is_builtin(act)
+                                            for _, act in layer_acts):
+        cache = net.forward(p64, X64)       # only then: fgd's own functions need no forward pass here
+    else:
+        return rows
     seen: dict = {}
     for l, act in layer_acts:
         if act is not None and not activations.is_builtin(act):

@@ -11,8 +11,20 @@ suite that passed passes again on a fresh clone; `HYPOTHESIS_PROFILE=explore
 pytest` draws new random examples on each run to look for new failures
 (each one found becomes a test of its own, as the float16 clipping case in
 test_transforms.py did).
+
+Compiling is most of the suite's time on a CPU, and many programs recur in
+other processes: pytest-xdist's workers (`-n auto` in pyproject's addopts)
+and the child processes tests start. So the session keeps JAX's persistent
+compilation cache in one new, empty folder of its own (`COMPILE_CACHE_ENV`
+names it for the workers and children, through the environment JAX reads),
+removed at the end: each program is compiled once per session, never taken
+from an earlier run. `FGD_TEST_COMPILE_CACHE=0 pytest` compiles everything in
+every process instead (a child that must compile afresh drops
+`JAX_COMPILATION_CACHE_DIR` from its environment).
 """
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -29,6 +41,38 @@ FLOAT64_MODULES = frozenset({
     "test_metrics", "test_resume_load", "test_callbacks", "test_workflow", "test_curvature",
     "test_diagnostics", "test_compile_once", "test_cli_fast",
 })
+
+
+#: the environment variables through which every process of the session
+#: (controller, xdist workers, the children tests start) shares one cache
+COMPILE_CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": None,           # the folder, set below
+                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",   # tiny programs too
+                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def pytest_configure(config):
+    if os.environ.get("FGD_TEST_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "off", "no"):
+        return
+    if not hasattr(config, "workerinput"):    # the controller (or a run without xdist)
+        config.fgd_compile_cache = tempfile.mkdtemp(prefix="fgd-test-jax-cache-")
+        os.environ.update({name: value or config.fgd_compile_cache for name, value in COMPILE_CACHE_ENV.items()})
+    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if not folder:
+        return
+    # jax was imported above, before these were set: tell this process too
+    for name, value in (("jax_compilation_cache_dir", folder),
+                        ("jax_persistent_cache_min_compile_time_secs", 0.0),
+                        ("jax_persistent_cache_min_entry_size_bytes", 0)):
+        try:
+            jax.config.update(name, value)
+        except (AttributeError, KeyError, ValueError):     # a jax without the setting: its default
+            pass
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "fgd_compile_cache", None)     # made by this process
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _set_x64(path) -> None:

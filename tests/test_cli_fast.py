@@ -14,9 +14,9 @@ from fgd import cli
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 
-def run_python(code):
+def run_python(code, env=ENV):
     return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                          text=True, env=ENV).stdout
+                          text=True, env=env).stdout
 
 
 def test_import_fgd_list_and_help_load_no_jax():
@@ -72,5 +72,7 @@ def test_compile_cache_is_per_user_and_can_be_switched_off(monkeypatch, tmp_path
     assert cli.compile_cache_dir() == tmp_path / "fgd" / "jax"
     monkeypatch.setenv("FGD_COMPILE_CACHE", "0")
     assert cli.enable_compile_cache() is None
-    out = run_python("import fgd, jax; print(jax.config.jax_compilation_cache_dir)")
+    # (without the test session's own cache, which conftest hands its children)
+    env = {k: v for k, v in ENV.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    out = run_python("import fgd, jax; print(jax.config.jax_compilation_cache_dir)", env)
     assert out.strip() in ("None", "")          # importing fgd changes no jax setting

@@ -79,6 +79,7 @@ def test_traffic_matlab_init_reproduces_matlab_rand(tmp_path):
 
 
 # --- xor --------------------------------------------------------------------------
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 @needs_sweep
 def test_xor_wide_net_solves_and_stuck_runs_sit_at_ln2_over_2(tmp_path):
     mod = experiment("xor")
@@ -102,6 +103,7 @@ def test_planar_hidden_units_beat_logistic_regression(tmp_path):
 
 
 # --- initialization -----------------------------------------------------------------
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_zero_and_equal_init_keep_hidden_units_identical(tmp_path):
     mod = experiment("initialization")
     out = mod.main(mod.Config(out=str(tmp_path), epochs=300, m=100, hidden=(4, 4)))
@@ -137,6 +139,7 @@ def test_classify_rule_on_hand_made_histories():
     assert mod.classify(np.linspace(1.0, 2.0, 10), best_final=1.0) == "diverges"
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 @needs_sweep
 def test_learning_rate_too_large_diverges_good_converges(tmp_path):
     mod = experiment("learning_rate")
@@ -153,6 +156,7 @@ def test_learning_rate_too_large_diverges_good_converges(tmp_path):
 
 
 # --- batch modes ----------------------------------------------------------------------
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_batch_modes_updates_per_epoch_and_figures(tmp_path):
     mod = experiment("batch_modes")
     out = mod.main(mod.Config(out=str(tmp_path), m=200, epochs=5, repeats=1))
@@ -185,6 +189,7 @@ def test_cli_bad_option_value_exits_2_with_one_line():
 
 
 # --- the benchmark ---------------------------------------------------------------------------
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_benchmark_runs_every_case_at_a_tiny_setting(monkeypatch):
     """experiments/benchmark.py end to end on a few epochs and samples (a smoke
     test: its figures are timings, which a test does not judge); the FLOP

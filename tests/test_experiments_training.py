@@ -66,6 +66,7 @@ FIGURES = {
 }
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_figures_results_and_history_are_written(name, request):
     numbers, directory = request.getfixturevalue(name)
@@ -88,6 +89,7 @@ def test_docstring_gives_the_run_command(name):
 
 
 # --- gradients --------------------------------------------------------------------
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_clipping_keeps_finite_a_run_that_diverges_without_it(gradients):
     numbers, _ = gradients
     assert numbers["explode_sgd_lr_0.1_stop"] == "nonfinite"
@@ -99,6 +101,7 @@ def test_clipping_keeps_finite_a_run_that_diverges_without_it(gradients):
         or numbers["explode_sgd_lr_0.1_max_grad_norm"] > 1e3
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_deep_sigmoid_first_layer_gradient_is_orders_of_magnitude_below_the_last(gradients):
     numbers, _ = gradients
     # 10 sigmoid layers, Xavier init: measured about 3e-6; claim: at least 3 orders of magnitude
@@ -129,6 +132,7 @@ def test_momentum_and_adam_beat_plain_gd_on_rosenbrock():
     assert steps["gd"] == -1 or steps["gd"] > 2 * steps["adam"]
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_momentum_leaves_the_saddle_faster_and_rolls_past_the_shallow_well(optimizers):
     numbers, _ = optimizers
     gd, momentum = numbers["saddle_gd_steps_to_leave"], numbers["saddle_momentum_steps_to_leave"]
@@ -138,6 +142,7 @@ def test_momentum_leaves_the_saddle_faster_and_rolls_past_the_shallow_well(optim
 
 
 # --- regularization -----------------------------------------------------------------
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_l2_closes_the_train_test_gap_and_l1_makes_weights_sparse(regularization):
     numbers, _ = regularization
     train, test = np.asarray(numbers["l2_train"]), np.asarray(numbers["l2_test"])
@@ -148,6 +153,7 @@ def test_l2_closes_the_train_test_gap_and_l1_makes_weights_sparse(regularization
 
 
 # --- local minima ---------------------------------------------------------------------
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_random_restarts_reach_more_than_one_minimum(local_minima):
     numbers, _ = local_minima
     assert {"global", "ln2/2"} <= set(numbers["classes_reached"])
@@ -155,6 +161,7 @@ def test_random_restarts_reach_more_than_one_minimum(local_minima):
 
 
 # --- digits --------------------------------------------------------------------------
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_critical_points_are_classified_by_their_hessian_spectrum(local_minima):
     numbers, _ = local_minima
     mod = experiment("local_minima")
@@ -166,6 +173,7 @@ def test_critical_points_are_classified_by_their_hessian_spectrum(local_minima):
         assert sum(numbers[f"width{w}_spectrum"].values()) == numbers[f"width{w}_critical"]
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_digits_reaches_97_percent_test_accuracy(digits):
     numbers, _ = digits
     assert numbers["test_accuracy"] >= 0.97

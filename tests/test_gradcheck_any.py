@@ -460,3 +460,27 @@ def test_finite_differences_in_a_loop_as_for_large_models(monkeypatch):
     for a, b in zip(loop.rows, batched.rows):        # the same differences, up to rounding
         assert a.errors["hand~fd"] == pytest.approx(b.errors["hand~fd"], abs=1e-11)
         assert a.errors["hand~fd"] < 1e-10
+
+
+def test_a_loss_jax_cannot_compile_is_checked_eagerly_with_the_same_verdicts():
+    """Python control flow on the data's values works under jax.grad but not
+    under jit: the loss and its autodiff gradient are then evaluated eagerly
+    (as are its finite differences), with the verdicts of the traceable twin."""
+    X, Y = RNG.normal(size=(3, 6)), RNG.normal(size=(2, 6))
+    p = {"W": jnp.asarray(RNG.normal(size=(2, 3)))}
+    smooth = lambda p, X, Y: 0.5 * jnp.sum((p["W"] @ X - Y) ** 2)            # noqa: E731
+
+    def branchy(p, X, Y):
+        scale = 1.0 if float(np.sum(Y)) < 1e9 else 2.0                    # a Python branch on a value
+        return scale * smooth(p, X, Y)
+
+    grad = lambda p, X, Y: {"W": (np.asarray(p["W"]) @ X - Y) @ X.T}        # noqa: E731
+    with pytest.raises(jax.errors.ConcretizationTypeError):
+        jax.jit(branchy)(p, X, Y)
+    eager, traced = fgd.check_grad(branchy, p, X, Y, grad=grad), fgd.check_grad(smooth, p, X, Y, grad=grad)
+    assert eager.ok and traced.ok
+    for a, b in zip(eager.rows, traced.rows):       # fd rounding differs eagerly: both tiny
+        assert a.errors["hand~autodiff"] == pytest.approx(b.errors["hand~autodiff"], abs=1e-15)
+        assert a.errors["hand~fd"] < 1e-10 and b.errors["hand~fd"] < 1e-10, (a.errors, b.errors)
+    wrong = lambda p, X, Y: {"W": 2 * grad(p, X, Y)["W"]}                   # noqa: E731
+    assert fgd.check_grad(branchy, p, X, Y, grad=wrong).first_failure == "['W']"

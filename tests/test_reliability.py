@@ -121,6 +121,7 @@ def cache(tmp_path_factory):
 
 def spawn(script, **cfg):
     env = dict(os.environ, PYTHONHASHSEED="0")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # only cfg["cache"]: the determinism test compiles afresh
     return subprocess.Popen([sys.executable, str(script), json.dumps(cfg)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

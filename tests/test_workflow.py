@@ -59,6 +59,7 @@ def run_cli(*args):
     return proc.stdout
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_a_resumed_cli_run_prints_the_epoch_and_file_it_resumed_from(tmp_path):
     ckpt, out = tmp_path / "ckpt", tmp_path / "runs"
     first = run_cli("digits", "--epochs", "4", "--checkpoint-dir", str(ckpt),
@@ -69,6 +70,7 @@ def test_a_resumed_cli_run_prints_the_epoch_and_file_it_resumed_from(tmp_path):
     assert f"resumed at epoch 4 from {ckpt / 'ckpt-4.npz'}" in second
 
 
+@pytest.mark.slow   # a long end-to-end run: deselected by -m 'not slow'
 def test_traffic_prints_forecasts_as_plain_numbers_and_min_sse_includes_the_final(tmp_path):
     stdout = run_cli("traffic", "--epochs", "300", "--out", str(tmp_path))
     table = stdout[stdout.index("forecast, original units"):]
