@@ -47,9 +47,10 @@ contender (compilation included for fgd) is printed as "cold".
   the plain jitted loop, make_step, flax + optax, PyTorch and numpy over
   144 points of sizes, costs and batch modes; see benchmark_grid.py.
 
-PyTorch is skipped when it is not installed. Its OpenMP threads are told not
-to spin between operations (`OMP_WAIT_POLICY=PASSIVE` unless set): spinning
-threads fight the interleaved contenders for the cores of a small machine.
+PyTorch is skipped when it is not installed. Its settings are left as they
+are: on a busy machine its OpenMP threads, which spin between operations,
+make its tiny-case figure erratic (OMP_WAIT_POLICY=PASSIVE steadies it, but
+halves it on a quiet machine).
 """
 from __future__ import annotations
 
@@ -110,7 +111,6 @@ def interleave(contenders: dict, repeats: int) -> dict:
 
 
 def torch_or_none():
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see the module docstring
     try:
         import torch
     except ImportError:

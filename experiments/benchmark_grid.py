@@ -27,10 +27,10 @@ by m: it sums over the examples). At each point, in one process:
   of flax's examples in a Python loop (when flax is installed).
 - PyTorch: `nn.Sequential` of `Linear`/`Tanh` layers with `torch.optim.SGD`,
   the usual `zero_grad`/`backward`/`step` loop (when torch is installed;
-  `torch.set_num_threads` set to the CPU count, and `OMP_WAIT_POLICY=PASSIVE`
-  unless set: by default its OpenMP threads spin after every operation, and
-  on a busy 2-core machine that made a small net's epoch 3-100 ms instead of
-  0.3 ms and slowed the contenders timed after it).
+  `torch.set_num_threads` set to the CPU count, its other settings left as
+  they are: on a busy 2-core machine its OpenMP threads, which spin after
+  each operation, made a small net's epoch 3-100 ms instead of 0.3 ms, and
+  `OMP_WAIT_POLICY=PASSIVE` cures that but doubles it on a quiet one).
 - numpy: a hand-written backprop loop, dZ[L] = (A[L] - Y) / (1 or m),
   dW = dZ A^T, db = sum(dZ), dZ[l] = W[l+1]^T dZ[l+1] * (1 - A[l]^2).
 
@@ -375,7 +375,6 @@ def measure_point(config: Config, p: Point, libs: dict) -> dict:
 def libraries(config: Config) -> dict:
     libs: dict = {"torch": None, "flax": None}
     if "torch" in config.contenders:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see the module docstring
         try:
             import torch
             torch.set_num_threads(os.cpu_count() or 1)
