@@ -35,7 +35,9 @@ by m: it sums over the examples). At each point, in one process:
   dW = dZ A^T, db = sum(dZ), dZ[l] = W[l+1]^T dZ[l+1] * (1 - A[l]^2).
 
 Every contender's call is timed `repeats` times, interleaved (A B C A B C
-...) so that other load hits all alike, after a first "cold" call (fgd's,
+...) so that other load hits all alike (JAX's contenders among themselves,
+then PyTorch and numpy, whose spinning threads would slow the next call),
+after a first "cold" call (fgd's,
 the plain loop's and flax's include compilation; printed apart). fit and the
 plain loops run E epochs, E chosen so that fit's call takes about `seconds`
 (at least 3);
@@ -364,9 +366,14 @@ def measure_point(config: Config, p: Point, libs: dict) -> dict:
         budgeted("numpy", lambda n: (lambda: numpy_loop(params, X, Y, p.cost, lr, p.batch, n)), False)
 
     warm: dict = {name: [] for name in runs}
-    for _ in range(config.repeats):
-        for name, (_, fn) in runs.items():
-            warm[name].append(timed(fn))
+    # JAX's contenders interleaved among themselves, then PyTorch and numpy:
+    # their BLAS and OpenMP threads spin for a while after each call, which
+    # would slow whichever contender came next
+    for block in ([n for n in runs if n not in ("torch", "numpy")],
+                  [n for n in runs if n in ("torch", "numpy")]):
+        for _ in range(config.repeats):
+            for name in block:
+                warm[name].append(timed(runs[name][1]))
     return {name: {"epochs": n, "cold_s": cold[name], "warm_s": statistics.median(warm[name]),
                    "epochs_per_s": n / statistics.median(warm[name])}
             for name, (n, _) in runs.items()}
