@@ -101,7 +101,7 @@ def _checked(net, cost, params, X, Y, l2=0.0, l1=0.0):
         dtype = _checks.param_dtype(params)  # finite as given, and still finite in that dtype
         try:
             X, Y = _checks.on_device((X, Y), ("X", "Y"), dtype)
-        except jax.errors.ConcretizationTypeError:
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
             pass                             # called inside jit: the values cannot be read here
     return _checks.check_nonneg(l2, "l2"), _checks.check_nonneg(l1, "l1"), X, Y
 
