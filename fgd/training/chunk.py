@@ -443,14 +443,19 @@ def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: 
     return _jitted(tricks.compiler_options(False, largest))(spec, *args, one_kernel=False)
 
 
+def host(value: Any, dtype: Any) -> Array:
+    """`value` as an array made on the host, with no device operation: jit
+    takes it as an argument like a device array (knobs, fresh counters)."""
+    return np.asarray(value, dtype)  # type: ignore[return-value]
+
+
 def init_carry(spec: Spec, params: Params, opt_state: OptState) -> Carry:
     """A fresh carry (int32 counters at 0)."""
-    zero = lambda: np.zeros((), np.int32)          # host scalars: no device op to make
+    zero = lambda: host(0, np.int32)
     best = None
     if spec.patience:
-        best = (params, np.full((), np.inf, tree.scalar_dtype(params)),
-                zero())
-    low = np.full((), np.inf, tree.scalar_dtype(params)) if spec.diverge else None
+        best = (params, host(np.inf, tree.scalar_dtype(params)), zero())
+    low = host(np.inf, tree.scalar_dtype(params)) if spec.diverge else None
     return Carry(zero(), zero(), zero(), params, opt_state, best, low, zero())
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fgd import _cache
-from fgd.training.chunk import NONFINITE, Carry, Knobs
+from fgd.training.chunk import NONFINITE, Carry, Knobs, host
 
 #: Wall time a chunk aims at once the epoch rate is known (progress refresh).
 CHUNK_SECONDS = 0.25
@@ -77,7 +77,7 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     """
     t0 = time.perf_counter()
     bar = progress_bar(progress, epochs, desc)
-    ends = lambda e: np.full(np.shape(carry.epoch), e, np.int32)
+    ends = lambda e: host(np.full(np.shape(carry.epoch), e), np.int32)
     chunks: list = []
     inputs: list = []
     epoch_now, stops = jax.device_get((carry.epoch, carry.stop))
@@ -96,7 +96,7 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
                 end = saver.chunk_end(done, end)
             t_chunk = time.perf_counter()
             inputs = (inputs + [(done, carry)])[-2:]
-            carry, rows = run(carry, knobs._replace(start=np.int32(done), end=ends(end)))
+            carry, rows = run(carry, knobs._replace(start=host(done, np.int32), end=ends(end)))
             epoch_now, stops, rows = jax.device_get((carry.epoch, carry.stop, rows))
             epoch_now = int(np.max(epoch_now))
             ran = epoch_now - done
@@ -123,7 +123,7 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
             start, base = inputs[0]
             # stopped in epoch k = epoch - 1; epochs start .. k - 2 lead to p[k - 1]
             to = np.where(failed, np.asarray(carry.epoch) - 2, start)
-            again, _ = run(base, knobs._replace(start=np.int32(start), end=np.asarray(to, np.int32)))
+            again, _ = run(base, knobs._replace(start=host(start, np.int32), end=host(to, np.int32)))
             pick = lambda a, b: jnp.where(failed, a, b)   # runs on the last axis
             params, state = jax.tree.map(pick, (again.params, again.opt_state),
                                          (carry.params, carry.opt_state))

@@ -134,11 +134,11 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
                 skip=nonfinite == "skip", diverge=diverge is not None, mesh=mesh,
                 tricks=_compile.tricks(_compile.platform_of(X)), columns=columns)
     sdt = tree.scalar_dtype(params)
-    knobs = chunk.Knobs(np.int32(0), np.int32(0),        # host scalars: no device op to make
-                  np.asarray(-np.inf if goal is None else goal, sdt),
-                  np.asarray(-1.0 if min_grad is None else min_grad, sdt),
-                  np.int32(0 if patience is None else patience),
-                  None if diverge is None else np.asarray(diverge, sdt))
+    knobs = chunk.Knobs(chunk.host(0, np.int32), chunk.host(0, np.int32),
+                  chunk.host(-np.inf if goal is None else goal, sdt),
+                  chunk.host(-1.0 if min_grad is None else min_grad, sdt),
+                  chunk.host(0 if patience is None else patience, np.int32),
+                  None if diverge is None else chunk.host(diverge, sdt))
     if mesh is not None:
         hparams = parallel.replicate(mesh, hparams)
     return Setup(spec, knobs, chunk.Data(X, Y, Xv, Yv, key), dtype, m, hparams)
