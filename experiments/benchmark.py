@@ -45,7 +45,7 @@ contender (compilation included for fgd) is printed as "cold".
 
 - grid (with --only grid; --quick for its smoke setting): fgd.fit against
   the plain jitted loop, make_step, flax + optax, PyTorch and numpy over
-  144 points of sizes, costs and batch modes; see benchmark_grid.py.
+  126 points of sizes, costs and batch modes; see benchmark_grid.py.
 
 PyTorch is skipped when it is not installed. Its settings are left as they
 are: on a busy machine its OpenMP threads, which spin between operations,
