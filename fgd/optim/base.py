@@ -67,6 +67,31 @@ class Identity:
     def __repr__(self) -> str:
         return f"Identity({type(self.obj).__name__} at {id(self.obj):#x})"
 
+    def build(self, hparams: Any) -> Any:
+        """The object itself (it has no traced numbers)."""
+        return self.obj
+
+
+class Structure:
+    """An fgd optimizer as a static argument of a compiled program, hashed
+    and compared by its structural key: equal keys share the program, whose
+    traced `hparams` argument carries the numbers (`build`)."""
+
+    __slots__ = ("obj", "key")
+
+    def __init__(self, obj: Any):
+        self.obj, self.key = obj, obj.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Structure) and other.key == self.key
+
+    def build(self, hparams: Any) -> Any:
+        """The optimizer rebuilt with (traced) numbers `hparams`."""
+        return self.obj.rebuild(hparams)
+
 
 def is_structural(opt: Any) -> bool:
     """Whether `opt` is compared by structure (an fgd optimizer with a key)."""

@@ -21,7 +21,7 @@ import numpy as np
 from fgd import _cache, _compile, metrics, parallel
 from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.optim import tree
-from fgd.optim.base import is_structural
+from fgd.optim.base import Identity, Structure, is_structural
 from fgd.optim.optimizers import current_lr
 from fgd.training import diagnostics
 from fgd.training.step import train_step
@@ -36,59 +36,20 @@ HISTORY_NAMES: tuple[str, ...] = (("loss", "val_loss", "grad_norm", "lr")
 
 
 # --- what a compiled chunk of epochs is made of ---------------------------------
-class Static:
-    """A static argument hashed and compared by identity (optimizers are
-    tuples of closures; two factories with equal rates are still different)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __hash__(self):
-        return id(self.obj)
-
-    def __eq__(self, other):
-        return isinstance(other, Static) and other.obj is self.obj
-
-    def build(self, hparams):
-        return self.obj
-
-
-class Structure:
-    """An fgd optimizer as a static argument, hashed and compared by its
-    structural key (`fgd.optim.base`): equal keys share a compiled chunk,
-    whose traced `hparams` argument carries the numbers (`build`)."""
-
-    __slots__ = ("obj", "key")
-
-    def __init__(self, obj):
-        self.obj, self.key = obj, obj.key
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __eq__(self, other):
-        return isinstance(other, Structure) and other.key == self.key
-
-    def build(self, hparams):
-        return self.obj.rebuild(hparams)
-
-
 def static_optimizer(opt) -> tuple:
     """(the optimizer as a static argument, its traced numbers): fgd's by
     structure with `opt.hparams` as jax arrays (Python floats stay weakly
     typed); any other object by identity, with no numbers."""
     if is_structural(opt):
         return Structure(opt), jax.tree.map(jnp.asarray, opt.hparams)
-    return Static(opt), None
+    return Identity(opt), None
 
 
 class Spec(NamedTuple):
     """Everything static about a compiled chunk; the jit cache key."""
 
-    loss: Any                  # a hashable loss (Loss by value) or Static
-    optimizer: Any             # Structure or Static; with `factory` Static(function hparams -> optimizer)
+    loss: Any                  # a hashable loss (Loss by value) or Identity
+    optimizer: Any             # Structure or Identity; with `factory` Identity(function hparams -> optimizer)
     factory: bool
     batch_size: Optional[int]  # None: full batch
     n_batches: int             # updates per epoch
@@ -108,7 +69,7 @@ class Spec(NamedTuple):
         return self.optimizer.obj(hparams) if self.factory else self.optimizer.build(hparams)
 
     def loss_fn(self):
-        return self.loss.obj if isinstance(self.loss, Static) else self.loss
+        return self.loss.obj if isinstance(self.loss, Identity) else self.loss
 
 
 class Knobs(NamedTuple):

@@ -35,6 +35,7 @@ from fgd import _cache, _checks, _compile, metrics, parallel
 from fgd._types import Array, OptState, Params, PRNGKey
 from fgd.losses import Loss, check_targets
 from fgd.optim import tree
+from fgd.optim.base import Identity
 from fgd.optim.optimizers import check_lr_state
 from fgd.training import chunk, diagnostics, driver, faults
 from fgd.training.callbacks import check_callbacks, close_all
@@ -125,9 +126,9 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
         key = parallel.replicate(mesh, key)
     elif batch_size is not None and not columns:
         X, Y = laid_out(X, Y)
-    opt_static, hparams = ((chunk.Static(optimizer), None) if factory
+    opt_static, hparams = ((Identity(optimizer), None) if factory
                            else chunk.static_optimizer(optimizer))
-    spec = chunk.Spec(loss if _hashable(loss) else chunk.Static(loss), opt_static, factory, batch_size,
+    spec = chunk.Spec(loss if _hashable(loss) else Identity(loss), opt_static, factory, batch_size,
                 1 if batch_size is None else m // batch_size,
                 chunk.CAPACITY_FULL if batch_size is None else chunk.CAPACITY_MINI, names,
                 min_grad is not None, patience is not None,

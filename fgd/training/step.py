@@ -22,7 +22,7 @@ import numpy as np
 
 from fgd import _checks, _compile, parallel
 from fgd.optim import tree
-from fgd.optim.base import Identity, is_structural
+from fgd.optim.base import Identity, Structure, is_structural
 from fgd.optim.transforms import call_update
 
 
@@ -83,7 +83,7 @@ def make_step(loss: Callable, optimizer: Any, *, donate: bool = False, mesh: Any
 
         return parallel.sharded_step(update, mesh)
     loss_key = loss if _by_value(loss) else Identity(loss)
-    structure = _Structure(optimizer) if is_structural(optimizer) else Identity(optimizer)
+    structure = Structure(optimizer) if is_structural(optimizer) else Identity(optimizer)
     hparams = jax.tree.map(jnp.asarray, optimizer.hparams) if is_structural(optimizer) else None
     tricks = _compile.tricks(jax.default_backend())
     jitted = _DONATING if donate else _KEEPING
@@ -107,26 +107,9 @@ def _by_value(loss: Any) -> bool:
     return True
 
 
-class _Structure:
-    """An fgd optimizer compared by its structural key; `build` rebuilds it
-    with traced numbers."""
-
-    __slots__ = ("obj", "key")
-
-    def __init__(self, obj: Any):
-        self.obj, self.key = obj, obj.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, _Structure) and other.key == self.key
-
-
 def _shared_step(loss_key, structure, tricks, hparams, params, opt_state, X, Y):
     loss = loss_key.obj if isinstance(loss_key, Identity) else loss_key
-    optimizer = (structure.obj.rebuild(hparams) if isinstance(structure, _Structure)
-                 else structure.obj)
+    optimizer = structure.build(hparams)
     params, opt_state, value, _ = train_step(loss, optimizer, tricks)(params, opt_state, X, Y)
     return params, opt_state, value
 

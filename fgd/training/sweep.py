@@ -36,7 +36,7 @@ import numpy as np
 from fgd import _checks, _jax
 from fgd._types import Params, PRNGKey
 from fgd.optim import tree
-from fgd.optim.base import is_structural
+from fgd.optim.base import Identity, Structure, is_structural
 from fgd.optim.optimizers import check_lr_state
 from fgd.training import chunk, diagnostics, driver
 from fgd.training.fit import prepare, stop_reason
@@ -138,11 +138,11 @@ def _grid_optimizer(make_opt: Any, factory: bool, rates: np.ndarray, n_init: int
         except Exception:                     # a factory meant for traced rates only
             opts = []
         if opts and all(is_structural(o) for o in opts) and len({o.key for o in opts}) == 1:
-            return chunk.Structure(opts[0]), False, _stacked([o.hparams for o in opts] * n_init)
-        return chunk.Static(make_opt), True, jnp.asarray(np.tile(rates, n_init), dtype)
+            return Structure(opts[0]), False, _stacked([o.hparams for o in opts] * n_init)
+        return Identity(make_opt), True, jnp.asarray(np.tile(rates, n_init), dtype)
     if is_structural(make_opt):
-        return chunk.Structure(make_opt), False, _stacked([make_opt.hparams] * n_init)
-    return chunk.Static(make_opt), False, jnp.asarray(np.tile(rates, n_init), dtype)
+        return Structure(make_opt), False, _stacked([make_opt.hparams] * n_init)
+    return Identity(make_opt), False, jnp.asarray(np.tile(rates, n_init), dtype)
 
 
 def _stacked(numbers: list) -> Any:
