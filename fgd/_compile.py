@@ -485,13 +485,16 @@ def switched_off() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no")
 
 
-def tricks(platform: str) -> Tricks:
-    """The tricks to use for programs on `platform` ("cpu", "gpu", "tpu")."""
+def tricks(platform: str, *, shuffles: bool = False) -> Tricks:
+    """The tricks to use for programs on `platform` ("cpu", "gpu", "tpu");
+    `shuffles`: whether the program draws mini-batch orders (only then is
+    `_permutation_matches` asked, once per process: full-batch runs never
+    compile its checks)."""
     if platform != "cpu" or not AVAILABLE or switched_off() or not _self_test():
         return NONE
     options = _cpu_options_supported()
     return Tricks(small_dots=True, one_kernel=options, batch_last=True, cpu_options=options,
-                  permutation_sort=_permutation_matches())
+                  permutation_sort=shuffles and _permutation_matches())
 
 
 _SELF_TEST = _cache.LRU("compile_tricks_self_test", 1)
@@ -499,22 +502,25 @@ _SELF_TEST = _cache.LRU("compile_tricks_self_test", 1)
 
 def _self_test() -> bool:
     """Whether the jaxpr rewrites run on this JAX and give plain JAX's numbers
-    on a small step (once per process); if not, every trick stays off."""
+    on a small step (once per process, in one compiled program); if not,
+    every trick stays off."""
     def run() -> bool:
         def f(w, x):
             return jnp.sum(jnp.tanh(w @ x) ** 2)
+
+        def both(w, x, ws):
+            grad = jax.grad(f)
+            return (_fuse_small_dots(grad)(w, x), grad(w, x),
+                    _batch_last(lambda w: grad(w, x), 2)(ws), jax.vmap(lambda w: grad(w, x), -1, -1)(ws))
 
         w = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
         x = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
         ws = np.stack([w, 2 * w], axis=-1)
         try:
-            grad = jax.grad(f)
-            fused = jax.jit(_fuse_small_dots(grad))(w, x)
-            runs = jax.jit(_batch_last(lambda w: grad(w, x), 2))(ws)
+            fused, plain, runs, want = jax.jit(both)(w, x, ws)
         except Exception:                 # an internal API this JAX lacks or spells otherwise
             return False
-        want = jax.vmap(lambda w: grad(w, x), -1, -1)(ws)
-        return bool(np.allclose(fused, grad(w, x), rtol=1e-5, atol=1e-6)
+        return bool(np.allclose(fused, plain, rtol=1e-5, atol=1e-6)
                     and np.allclose(runs, want, rtol=1e-5, atol=1e-6))
 
     return _SELF_TEST.get("cpu", run)
@@ -522,19 +528,28 @@ def _self_test() -> bool:
 
 def _permutation_matches() -> bool:
     """Whether `_permutation` gives jax.random.permutation's numbers on this
-    JAX, on both branches of a round (checked once per process)."""
+    JAX (checked once per process, in three compiled programs): one round
+    (m = 300) and two (m = 3000) with a typed key, a raw uint32 key, and the
+    tie branch of a round against lax.sort_key_val."""
+    cases = ((300, 3000), (50,))
+
+    def draws(permutation, keys, raw):
+        return ([permutation(k, m) for k, m in zip(keys, cases[0])]
+                + [permutation(raw, m) for m in cases[1]])
+
     def run() -> bool:
         try:
-            cases = [(jax.random.key(k), m) for k, m in ((0, 1), (1, 7), (2, 300), (3, 3000))]
-            cases.append((jax.random.PRNGKey(4), 50))           # a raw uint32 key
-            same = all(np.array_equal(jax.jit(_permutation, static_argnums=1)(k, m),
-                                      jax.random.permutation(k, m)) for k, m in cases)
-            keys = jnp.asarray([5, 3, 5, 1, 3, 3, 0], jnp.uint32)  # ties: the packed sort
-            x = jnp.arange(7)
-            return same and np.array_equal(jax.jit(_stable_order)(keys, x),
-                                           jax.lax.sort_key_val(keys, x)[1])
+            keys = [jax.random.key(k) for k in range(len(cases[0]))]
+            raw = jax.random.PRNGKey(len(cases[0]))
+            ours = jax.jit(lambda k, r: draws(_permutation, k, r))(keys, raw)
+            theirs = jax.jit(lambda k, r: draws(jax.random.permutation, k, r))(keys, raw)
+            ties = jnp.asarray([5, 3, 5, 1, 3, 3, 0], jnp.uint32)   # ties: the packed sort
+            got, want = jax.jit(lambda t, x: (_stable_order(t, x), jax.lax.sort_key_val(t, x)[1]))(
+                ties, jnp.arange(7))
         except Exception:                 # an API this JAX lacks or spells otherwise
             return False
+        return (all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+                and np.array_equal(got, want))
 
     return _PERMUTATION_OK.get("cpu", run)
 

@@ -145,7 +145,8 @@ def test_minibatch_fit_uses_the_permutation_trick_to_the_same_numbers(traffic, m
     net = fgd.MLP((3, 8, 2), hidden="tanh", output="identity")
     loss = fgd.make_loss(net, "sse")
     params = net.init(jax.random.key(0), "xavier", dtype=jnp.float32)
-    assert _compile.tricks("cpu").permutation_sort == _compile.AVAILABLE
+    assert _compile.tricks("cpu", shuffles=True).permutation_sort == _compile.AVAILABLE
+    assert not _compile.tricks("cpu").permutation_sort          # full batch: never asked
     on = fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=30, batch_size=4, progress=False)
     monkeypatch.setenv("FGD_COMPILE_TRICKS", "0")
     off = fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=30, batch_size=4, progress=False)

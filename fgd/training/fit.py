@@ -133,7 +133,8 @@ def prepare(loss, optimizer, factory, params, X, Y, epochs, batch_size, key, goa
                 chunk.CAPACITY_FULL if batch_size is None else chunk.CAPACITY_MINI, names,
                 min_grad is not None, patience is not None,
                 skip=nonfinite == "skip", diverge=diverge is not None, mesh=mesh,
-                tricks=_compile.tricks(_compile.platform_of(X)), columns=columns)
+                tricks=_compile.tricks(_compile.platform_of(X), shuffles=batch_size is not None),
+                columns=columns)
     sdt = tree.scalar_dtype(params)
     knobs = chunk.Knobs(chunk.host(0, np.int32), chunk.host(0, np.int32),
                   chunk.host(-np.inf if goal is None else goal, sdt),
