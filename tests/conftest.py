@@ -21,6 +21,10 @@ removed at the end: each program is compiled once per session, never taken
 from an earlier run. `FGD_TEST_COMPILE_CACHE=0 pytest` compiles everything in
 every process instead (a child that must compile afresh drops
 `JAX_COMPILATION_CACHE_DIR` from its environment).
+`FGD_TEST_COMPILE_CACHE=FOLDER pytest` keeps the cache in FOLDER (made if
+missing) and leaves it there, so the next run of the edit-test loop takes
+every unchanged program from it; CI never sets it, so CI compiles from
+nothing.
 """
 import os
 import shutil
@@ -51,11 +55,16 @@ COMPILE_CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": None,           # the folder, 
 
 
 def pytest_configure(config):
-    if os.environ.get("FGD_TEST_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "off", "no"):
+    setting = os.environ.get("FGD_TEST_COMPILE_CACHE", "1").strip()
+    if setting.lower() in ("0", "false", "off", "no"):
         return
     if not hasattr(config, "workerinput"):    # the controller (or a run without xdist)
-        config.fgd_compile_cache = tempfile.mkdtemp(prefix="fgd-test-jax-cache-")
-        os.environ.update({name: value or config.fgd_compile_cache for name, value in COMPILE_CACHE_ENV.items()})
+        if setting.lower() in ("1", "true", "on", "yes", ""):
+            folder = config.fgd_compile_cache = tempfile.mkdtemp(prefix="fgd-test-jax-cache-")
+        else:                                 # a folder of the caller's: kept between runs
+            folder = os.path.abspath(os.path.expanduser(setting))
+            os.makedirs(folder, exist_ok=True)
+        os.environ.update({name: value or folder for name, value in COMPILE_CACHE_ENV.items()})
     folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if not folder:
         return
