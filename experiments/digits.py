@@ -59,6 +59,9 @@ def checkpoint_options(config: Config) -> dict:
         if config.resume:
             raise ValueError("--resume needs --checkpoint-dir (the directory to resume from)")
         return {}
+    if config.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be >= 1 (epochs between checkpoints); "
+                         f"got {config.checkpoint_every}")
     return {"checkpoint_dir": config.checkpoint_dir, "checkpoint_every": config.checkpoint_every,
             "resume": config.resume}
 

@@ -610,7 +610,7 @@ def test_bad_input_raises_before_tracing(env, monkeypatch, name, call, exc, matc
 @pytest.mark.parametrize("argv, fragment", [
     (["--epochs", "abc"], "--epochs"),
     (["--resume"], "--checkpoint-dir"),
-    (["--checkpoint-every", "0", "--checkpoint-dir", "D"], "checkpoint_every"),
+    (["--checkpoint-every", "0", "--checkpoint-dir", "D"], "--checkpoint-every must be >= 1"),
 ])
 def test_bad_cli_flags_exit_2_with_one_line(argv, fragment, tmp_path):
     argv = [a.replace("D", str(tmp_path / "ck")) if a == "D" else a for a in argv]
