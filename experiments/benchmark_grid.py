@@ -427,17 +427,22 @@ def summary(results: list) -> dict:
     return out
 
 
-def plot(results: list, config: Config, path: str) -> None:
+def plot(results: list, config: Config, path: str) -> bool:
     """Epochs/s against m, fit (solid) and the plain loop (dashed), per width,
-    depth 1, full batch, the first cost."""
+    depth 1, the first cost: one panel per batch mode measured."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
-    for ax, batch in zip(axes, (0, 64)):
+    batches = sorted({r["point"].batch for r in results if r["point"].depth == 1
+                      and r["point"].cost == config.costs[0]})
+    if not batches:
+        return False
+    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4), sharey=False,
+                             squeeze=False)
+    for ax, batch in zip(axes[0], batches):
         for i, width in enumerate(config.widths):
             pts = [r for r in results if r["point"].width == width and r["point"].depth == 1
                    and r["point"].batch == batch and r["point"].cost == config.costs[0]]
@@ -464,6 +469,7 @@ def plot(results: list, config: Config, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def main(config: Config) -> dict:
@@ -493,8 +499,7 @@ def main(config: Config) -> dict:
     for name, s in stats.items():
         print(f"  {name + ' / fit':<18} min {s['min']:.2f}  median {s['median']:.2f}  "
               f"max {s['max']:.2f}   fit at least as fast at {s['fit_ahead']} of {s['points']}")
-    if config.figure:
-        plot(results, config, config.figure)
+    if config.figure and plot(results, config, config.figure):
         print(f"figure: {config.figure}")
     return {"points": [{**dataclasses.asdict(r["point"]), "rows": r["rows"]} for r in results],
             "summary": stats}
