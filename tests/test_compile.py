@@ -151,3 +151,18 @@ def test_minibatch_fit_uses_the_permutation_trick_to_the_same_numbers(traffic, m
     monkeypatch.setenv("FGD_COMPILE_TRICKS", "0")
     off = fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=30, batch_size=4, progress=False)
     np.testing.assert_allclose(on.history["loss"], off.history["loss"], rtol=2e-6)
+
+
+def test_only_a_mini_batch_fit_asks_for_the_shuffle_check(traffic, monkeypatch):
+    """The shuffle check compiles programs of its own (about 2 s on a CPU):
+    a full-batch fit never asks for it, a mini-batch fit does."""
+    asked = []
+    monkeypatch.setattr(_compile, "_permutation_matches", lambda: asked.append(True) or True)
+    X, Y = (jnp.asarray(a, jnp.float32) for a in traffic)
+    net = fgd.MLP((3, 8, 2), hidden="tanh", output="identity")
+    loss = fgd.make_loss(net, "sse")
+    params = net.init(jax.random.key(0), "xavier", dtype=jnp.float32)
+    fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=3, progress=False)
+    assert asked == []
+    fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=3, batch_size=4, progress=False)
+    assert asked == ([True] if _compile.AVAILABLE and _compile._self_test() else [])
