@@ -138,13 +138,18 @@ def test_stable_order_with_ties_is_sort_key_val(m):
                                   jax.lax.sort_key_val(keys, x)[1])
 
 
-def test_minibatch_fit_uses_the_permutation_trick_to_the_same_numbers(traffic, monkeypatch):
-    """fit's mini-batch history is the same with the trick as with
-    jax.random.permutation (tricks off), float32."""
+@pytest.fixture
+def traffic_fit(traffic):
+    """(loss, params, X, Y): the MATLAB BP example's 3-8-2 net in float32."""
     X, Y = (jnp.asarray(a, jnp.float32) for a in traffic)
     net = fgd.MLP((3, 8, 2), hidden="tanh", output="identity")
-    loss = fgd.make_loss(net, "sse")
-    params = net.init(jax.random.key(0), "xavier", dtype=jnp.float32)
+    return fgd.make_loss(net, "sse"), net.init(jax.random.key(0), "xavier", dtype=jnp.float32), X, Y
+
+
+def test_minibatch_fit_uses_the_permutation_trick_to_the_same_numbers(traffic_fit, monkeypatch):
+    """fit's mini-batch history is the same with the trick as with
+    jax.random.permutation (tricks off), float32."""
+    loss, params, X, Y = traffic_fit
     assert _compile.tricks("cpu", shuffles=True).permutation_sort == _compile.AVAILABLE
     assert not _compile.tricks("cpu").permutation_sort          # full batch: never asked
     on = fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=30, batch_size=4, progress=False)
@@ -153,15 +158,12 @@ def test_minibatch_fit_uses_the_permutation_trick_to_the_same_numbers(traffic, m
     np.testing.assert_allclose(on.history["loss"], off.history["loss"], rtol=2e-6)
 
 
-def test_only_a_mini_batch_fit_asks_for_the_shuffle_check(traffic, monkeypatch):
+def test_only_a_mini_batch_fit_asks_for_the_shuffle_check(traffic_fit, monkeypatch):
     """The shuffle check compiles programs of its own (about 2 s on a CPU):
     a full-batch fit never asks for it, a mini-batch fit does."""
     asked = []
     monkeypatch.setattr(_compile, "_permutation_matches", lambda: asked.append(True) or True)
-    X, Y = (jnp.asarray(a, jnp.float32) for a in traffic)
-    net = fgd.MLP((3, 8, 2), hidden="tanh", output="identity")
-    loss = fgd.make_loss(net, "sse")
-    params = net.init(jax.random.key(0), "xavier", dtype=jnp.float32)
+    loss, params, X, Y = traffic_fit
     fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=3, progress=False)
     assert asked == []
     fgd.fit(loss, params, fgd.sgd(0.01), X, Y, epochs=3, batch_size=4, progress=False)
