@@ -88,6 +88,67 @@ def test_dtype_is_kept(dtype, scheme):
     assert params[0]["W"].dtype == dtype
 
 
+def _direct_init(key, sizes, scheme, dtype):
+    """The reference: each layer drawn at its own shape, as the table says."""
+    layers = []
+    for l, k in enumerate(jax.random.split(key, len(sizes) - 1)):
+        k_w, k_b = jax.random.split(k)
+        shape_w, shape_b = (sizes[l + 1], sizes[l]), (sizes[l + 1], 1)
+        if scheme == "uniform":
+            layers.append({"W": jax.random.uniform(k_w, shape_w, dtype),
+                           "b": jax.random.uniform(k_b, shape_b, dtype)})
+        else:
+            std = {"small": 0.01, "normal": 1.0, "he": math.sqrt(2.0 / sizes[l]),
+                   "xavier": math.sqrt(2.0 / (sizes[l] + sizes[l + 1]))}[scheme]
+            layers.append({"W": jax.random.normal(k_w, shape_w, dtype) * jnp.asarray(std, dtype),
+                           "b": jnp.zeros(shape_b, dtype)})
+    return layers
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16])
+@pytest.mark.parametrize("scheme", ["small", "uniform", "he", "xavier"])
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
+def test_init_gives_the_numbers_of_a_draw_at_each_layers_shape(make_key, scheme, dtype):
+    """Layers draw from one shared program per power-of-two size; the
+    numbers must be those of drawing each layer at its own shape."""
+    sizes = (5, 33, 1, 7)   # W: 165, 33, 7 entries; b: 33, 1, 7
+    key = make_key(11)
+    chex.assert_trees_all_equal(fgd.MLP(sizes).init(key, scheme, dtype=dtype),
+                                _direct_init(key, sizes, scheme, dtype))
+
+
+def test_small_layers_of_any_net_share_one_draw_size(monkeypatch):
+    asked = []
+    normal = jax.random.normal
+    monkeypatch.setattr(jax.random, "normal", lambda k, shape, dtype: asked.append(shape) or normal(k, shape, dtype))
+    fgd.MLP((3, 8, 2)).init(KEY)
+    fgd.MLP((5, 16, 4)).init(KEY)
+    fgd.MLP((30, 40)).init(KEY)              # 1,200 entries: the next power of two
+    assert asked == [(1024,)] * 4 + [(2048,)]
+    asked.clear()
+    (layer,) = fgd.MLP((2048, 2049)).init(KEY)   # over SHARED_DRAW_MAX: drawn at its shape
+    assert 2048 * 2049 > fgd.nn.init.SHARED_DRAW_MAX and asked == [(2049, 2048)]
+
+
+@pytest.mark.parametrize("setting", ["rbg_key", "not_partitionable"])
+def test_other_prngs_draw_at_each_layers_shape(setting, monkeypatch):
+    """Only counter-based threefry has a draw's first n numbers equal a
+    draw of n; any other PRNG is drawn at the layer's shape."""
+    asked = []
+    normal = jax.random.normal
+    monkeypatch.setattr(jax.random, "normal", lambda k, shape, dtype: asked.append(shape) or normal(k, shape, dtype))
+    key = jax.random.key(3, impl="rbg") if setting == "rbg_key" else jax.random.key(3)
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", setting == "rbg_key")
+    try:
+        params = fgd.MLP((3, 8, 2)).init(key)
+        expected = _direct_init(key, (3, 8, 2), "small", jnp.float64)
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
+    assert asked[:2] == [(8, 3), (2, 8)]
+    chex.assert_trees_all_equal(params, expected)
+
+
 def test_default_dtype_follows_jax_default_float():
     # conftest enables x64, so JAX's default float is float64 here; the
     # x64-disabled default (float32) is checked in a subprocess in test_gradcheck.py
