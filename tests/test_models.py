@@ -98,7 +98,7 @@ def _direct_init(key, sizes, scheme, dtype):
             layers.append({"W": jax.random.uniform(k_w, shape_w, dtype),
                            "b": jax.random.uniform(k_b, shape_b, dtype)})
         else:
-            std = {"small": 0.01, "normal": 1.0, "he": math.sqrt(2.0 / sizes[l]),
+            std = {"small": 0.01, "he": math.sqrt(2.0 / sizes[l]),
                    "xavier": math.sqrt(2.0 / (sizes[l] + sizes[l + 1]))}[scheme]
             layers.append({"W": jax.random.normal(k_w, shape_w, dtype) * jnp.asarray(std, dtype),
                            "b": jnp.zeros(shape_b, dtype)})
@@ -119,10 +119,17 @@ def test_init_gives_the_numbers_of_a_draw_at_each_layers_shape(make_key, scheme,
                                 _direct_init(key, sizes, scheme, dtype))
 
 
-def test_small_layers_of_any_net_share_one_draw_size(monkeypatch):
-    asked = []
+@pytest.fixture
+def asked(monkeypatch):
+    """The shapes init asks jax.random.normal for, in order."""
+    shapes = []
     normal = jax.random.normal
-    monkeypatch.setattr(jax.random, "normal", lambda k, shape, dtype: asked.append(shape) or normal(k, shape, dtype))
+    monkeypatch.setattr(jax.random, "normal",
+                        lambda k, shape, dtype: shapes.append(shape) or normal(k, shape, dtype))
+    return shapes
+
+
+def test_small_layers_of_any_net_share_one_draw_size(asked):
     fgd.MLP((3, 8, 2)).init(KEY)
     fgd.MLP((5, 16, 4)).init(KEY)
     fgd.MLP((30, 40)).init(KEY)              # 1,200 entries: the next power of two
@@ -133,12 +140,9 @@ def test_small_layers_of_any_net_share_one_draw_size(monkeypatch):
 
 
 @pytest.mark.parametrize("setting", ["rbg_key", "not_partitionable"])
-def test_other_prngs_draw_at_each_layers_shape(setting, monkeypatch):
+def test_other_prngs_draw_at_each_layers_shape(setting, asked):
     """Only counter-based threefry has a draw's first n numbers equal a
     draw of n; any other PRNG is drawn at the layer's shape."""
-    asked = []
-    normal = jax.random.normal
-    monkeypatch.setattr(jax.random, "normal", lambda k, shape, dtype: asked.append(shape) or normal(k, shape, dtype))
     key = jax.random.key(3, impl="rbg") if setting == "rbg_key" else jax.random.key(3)
     before = jax.config.jax_threefry_partitionable
     jax.config.update("jax_threefry_partitionable", setting == "rbg_key")
