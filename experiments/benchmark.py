@@ -30,6 +30,10 @@ contender (compilation included for fgd) is printed as "cold".
   (median float32 GEMM FLOP/s of a 2048^3 jax product, measured interleaved
   with the fits) / (training FLOPs per sample: forward 2P, weight gradients
   2P, input gradients 2(P - 784*512), P the number of weights).
+  "GEMMs alone" is an epoch of just those matrix products at
+  the step's shapes (batches of 256, fit's layout) in one jitted scan: how
+  near the roofline XLA's GEMMs themselves come at these shapes, the
+  ceiling for any fit of this net (printed, no target).
 - sweep: 64 random starts of the tiny network in one fgd.sweep call vs 64
   sequential fgd.fit calls (the same optimizer object, so fit compiles once;
   target: >= 12x).
@@ -198,6 +202,33 @@ def medium_flops_per_sample(net: fgd.MLP) -> int:
     return 2 * P + 2 * P + 2 * (P - first)
 
 
+def step_products(net: fgd.MLP, X, batch: int) -> Callable:
+    """A jitted epoch of the medium step's matrix products alone, at its
+    shapes and in fit's layout (features x examples): per batch A[l] =
+    W[l] A[l-1] forward, dW[l] = dZ[l] A[l-1]^T and dA[l-1] = W[l]^T dZ[l]
+    backward (no dA[0]), with W[l] -= 1e-9 dW[l] so that each step reads the
+    last one's weights. No activation, loss, Adam or gather: its time is
+    what XLA's GEMMs take for the step's FLOPs, the most any fit of this
+    net could approach."""
+    steps = X.shape[1] // batch
+    Xb = X[:, :steps * batch].reshape(X.shape[0], steps, batch).transpose(1, 0, 2)
+    Ws = [0.01 * jnp.ones((b, a), X.dtype) for a, b in zip(net.sizes[:-1], net.sizes[1:])]
+
+    def one(Ws, x):
+        acts = [x]
+        for W in Ws:
+            acts.append(W @ acts[-1])
+        d, grads = acts[-1], []
+        for i in reversed(range(len(Ws))):
+            grads.append(d @ acts[i].T)
+            if i:
+                d = Ws[i].T @ d
+        return [W - 1e-9 * g for W, g in zip(Ws, reversed(grads))], None
+
+    epoch = jax.jit(lambda Ws, Xb: jax.lax.scan(one, Ws, Xb)[0])
+    return lambda: block(epoch(Ws, Xb))
+
+
 def medium_data(m: int, seed: int):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((784, m), dtype=np.float32)
@@ -245,7 +276,8 @@ def bench_medium(config: Config, torch) -> dict:
                                                   progress=False, batch_gather=gather).params)
     gemm = lambda: block(matmul(a, b))
     contenders = {"gemm 2048^3": gemm, "fgd.fit": lambda: run(Xd),
-                  "fgd.fit, columns": lambda: run(Xd, "columns")}
+                  "fgd.fit, columns": lambda: run(Xd, "columns"),
+                  "GEMMs alone": step_products(MEDIUM, Xd, 256)}
     mt = min(m, config.torch_medium_samples)
     if torch is not None:
         contenders["PyTorch"] = lambda: torch_medium(torch, params, X[:, :mt], Y[:, :mt])
@@ -253,7 +285,8 @@ def bench_medium(config: Config, torch) -> dict:
     # apart: fgd keeps the copy of the last X only, so interleaving would drop Xd's
     new_x = interleave({"gemm 2048^3": gemm, "fgd.fit, new X": lambda: run(next(fresh))}, repeats)
     samples = {"fgd.fit": (m // 256) * 256, "fgd.fit, new X": (m // 256) * 256,
-               "fgd.fit, columns": (m // 256) * 256, "PyTorch": (mt // 256) * 256}
+               "fgd.fit, columns": (m // 256) * 256, "PyTorch": (mt // 256) * 256,
+               "GEMMs alone": (m // 256) * 256}
     flops = medium_flops_per_sample(MEDIUM)
     roofline_of = lambda t: 2 * 2048 ** 3 / statistics.median(t["gemm 2048^3"][1]) / flops
     rows = {}
@@ -268,6 +301,8 @@ def bench_medium(config: Config, torch) -> dict:
            "vs_roofline": rows["fgd.fit"]["samples_per_s"] / roofline,
            "new_x_vs_roofline": rows["fgd.fit, new X"]["samples_per_s"] / roofline_of(new_x),
            "columns_vs_roofline": rows["fgd.fit, columns"]["samples_per_s"] / roofline,
+           "products_vs_roofline": rows["GEMMs alone"]["samples_per_s"] / roofline,
+           "vs_products": rows["fgd.fit"]["samples_per_s"] / rows["GEMMs alone"]["samples_per_s"],
            "memory": {gather: medium_memory(m, config.seed, gather) for gather in ("copy", "columns")}}
     if torch is not None:
         out["vs_torch"] = rows["fgd.fit"]["samples_per_s"] / rows["PyTorch"]["samples_per_s"]
@@ -515,6 +550,10 @@ def main(config: Config) -> dict:
               f"(the examples-first copy made in the call)")
         print(f"  {'medium: fit, columns / roofline':<34} {medium['columns_vs_roofline']:>9.2f}   "
               f"(batch_gather='columns': no copy)")
+        print(f"  {'medium: GEMMs alone / roofline':<34} {medium['products_vs_roofline']:>9.2f}   "
+              f"(XLA's GEMMs at the step's shapes: the ceiling for fit)")
+        print(f"  {'medium: fgd.fit / GEMMs alone':<34} {medium['vs_products']:>9.2f}   "
+              f"(all the rest of the step: activations, loss, Adam, gather)")
         if torch is not None:
             met["medium_vs_torch"] = verdict("medium: fgd.fit / PyTorch", medium["vs_torch"], 1.0)
     if wanted("sweep"):
