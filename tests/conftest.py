@@ -25,6 +25,21 @@ every process instead (a child that must compile afresh drops
 missing) and leaves it there, so the next run of the edit-test loop takes
 every unchanged program from it; CI never sets it, so CI compiles from
 nothing.
+
+The session also compiles with most of XLA's optimizations off (JAX's own
+`jax_disable_most_optimizations` setting: XLA's backend at optimization
+level 0, no expensive LLVM passes), which took about 40% off the fast
+subset's time on the 2-core CPU machine, where compiling the suite's many
+small programs costs far more than running them (even the experiments' long
+default runs finished sooner). The programs compute the same IEEE operations, so every
+reference value still holds; what can change is the last bit where two
+different programs round differently, and the tests that promise
+bit-identity between two programs (`users_codegen`) compile as users do.
+`FGD_TEST_OPTIMIZE=1 pytest` compiles everything as users do, with XLA's
+full optimization (CI runs the suite on the JAX floor that way). The
+setting travels to the workers and the children tests start through
+`JAX_DISABLE_MOST_OPTIMIZATIONS`, so a child's numbers compare bit for bit
+with its parent's.
 """
 import os
 import shutil
@@ -54,7 +69,26 @@ COMPILE_CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": None,           # the folder, 
                      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
+#: the environment variable through which every process of the session
+#: compiles with the same optimization setting
+OPTIMIZE_ENV = "JAX_DISABLE_MOST_OPTIMIZATIONS"
+
+
+def _off(value: str) -> bool:
+    return value.strip().lower() in ("0", "false", "off", "no")
+
+
+def _set_optimization(config) -> None:
+    if "jax_disable_most_optimizations" not in jax.config.values:    # a jax without it: full
+        return
+    if not hasattr(config, "workerinput"):    # the controller decides; workers, children inherit
+        full = not _off(os.environ.get("FGD_TEST_OPTIMIZE", "0"))
+        os.environ[OPTIMIZE_ENV] = "0" if full else "1"
+    jax.config.update("jax_disable_most_optimizations", not _off(os.environ.get(OPTIMIZE_ENV, "0")))
+
+
 def pytest_configure(config):
+    _set_optimization(config)
     setting = os.environ.get("FGD_TEST_COMPILE_CACHE", "1").strip()
     if setting.lower() in ("0", "false", "off", "no"):
         return
@@ -76,6 +110,32 @@ def pytest_configure(config):
             jax.config.update(name, value)
         except (AttributeError, KeyError, ValueError):     # a jax without the setting: its default
             pass
+
+
+@pytest.fixture
+def users_codegen():
+    """Compile with XLA's full optimization, as users do, for the test's duration.
+
+    For tests whose claim is bit-identity between two different programs: the
+    last bit of a sum can differ between programs at one optimization level
+    and agree at another. fgd's and JAX's in-memory caches are cleared on the
+    way in and out (`fgd.clear_caches`), so the test compiles its programs
+    afresh at the users' level and the tests after it do not reuse them (the
+    session's persistent cache, keyed by the compile options, hands every
+    other program back without compiling it again).
+    """
+    import fgd
+
+    if not jax.config.values.get("jax_disable_most_optimizations", False):
+        yield
+        return
+    fgd.clear_caches()
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
+        fgd.clear_caches()
 
 
 def pytest_unconfigure(config):

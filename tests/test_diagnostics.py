@@ -85,7 +85,7 @@ def test_any_pytree_by_leaf_path():
 
 
 @pytest.mark.parametrize("batch_size", [None, 4])
-def test_diagnostics_leave_the_trained_params_bit_identical(batch_size):
+def test_diagnostics_leave_the_trained_params_bit_identical(batch_size, users_codegen):
     net = fgd.MLP((2, 6, 1), hidden="relu")
     loss = fgd.make_loss(net, "mse")
     params = net.init(jax.random.key(1), "he", dtype=jnp.float64)
