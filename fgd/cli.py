@@ -133,6 +133,27 @@ COMMON_OPTIONS = {
 }
 
 
+#: Options that count something (epochs, units, starts, repeats): an int, or
+#: each int of a tuple, must be >= 1, checked before the experiment runs.
+COUNT_OPTIONS = frozenset({
+    "epochs", "deep_epochs", "critical_epochs", "steps", "repeats", "seeds", "starts", "restarts",
+    "critical_restarts", "m", "n_train", "hidden", "width", "widths", "depth", "sizes",
+    "n_rates", "grid", "checkpoint_every",
+})
+
+
+def _check_counts(config, prog: str) -> None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name not in COUNT_OPTIONS or isinstance(value, bool):
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in values):
+            shown = ",".join(map(str, values))
+            raise UsageError(f"{prog}: --{f.name.replace('_', '-')} must be >= 1"
+                             f"{' each' if isinstance(value, tuple) else ''}; got {shown}")
+
+
 def option_docs(config_cls: type) -> dict[str, str]:
     """field -> one-line description: the class docstring's "Attributes:"
     entries, else trailing comments on the fields, else `COMMON_OPTIONS`."""
@@ -201,6 +222,8 @@ def parse_config(config_cls: type, argv: Optional[Sequence[str]] = None, prog: s
 
     `--name value` for each field (underscores become dashes), `--flag` and
     `--no-flag` for booleans, `none` for an Optional field, commas for tuples.
+    A count (`COUNT_OPTIONS`: epochs, units, starts, ...) below 1 is refused
+    with a `UsageError` naming the option.
     """
     description = (config_cls.__doc__ or "").strip().split("\n\n")[0]
     parser = _Parser(prog=prog, description=description)
@@ -218,7 +241,9 @@ def parse_config(config_cls: type, argv: Optional[Sequence[str]] = None, prog: s
         else:
             parser.add_argument(opt, dest=f.name, type=kind, default=default,
                                 metavar=f.name.upper(), help=text)
-    return config_cls(**vars(parser.parse_args(argv)))
+    config = config_cls(**vars(parser.parse_args(argv)))
+    _check_counts(config, prog)
+    return config
 
 
 def cmd_list() -> int:

@@ -67,6 +67,34 @@ def test_run_help_describes_every_option_with_its_default(name, capsys):
     assert text.count("(default:") == len(dataclasses.fields(config))
 
 
+def _count_cases():
+    for name in cli.experiment_names():
+        for f in dataclasses.fields(cli.load_experiment(name).Config):
+            if f.name in cli.COUNT_OPTIONS:
+                yield name, f.name, "0,3" if isinstance(f.default, tuple) else "0"
+
+
+@pytest.mark.parametrize("name, field, value", list(_count_cases()))
+def test_a_count_below_one_exits_2_before_the_run(name, field, value, monkeypatch, capsys):
+    module = cli.load_experiment(name)
+    monkeypatch.setattr(module, "main", lambda config: pytest.fail("the experiment ran"))
+    monkeypatch.setattr(cli, "load_experiment", lambda n: module)
+    option = "--" + field.replace("_", "-")
+    assert cli.main(["--no-compile-cache", "run", name, option, value]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: fgd run {name}: {option} must be >= 1"
+                     f"{' each' if ',' in value else ''}; got {value}"]
+
+
+def test_every_count_option_is_an_experiments_option_and_the_defaults_pass():
+    fields = set()
+    for name in cli.experiment_names():
+        config = cli.load_experiment(name).Config
+        cli.parse_config(config, [])                 # the defaults are all >= 1
+        fields |= {f.name for f in dataclasses.fields(config)}
+    assert cli.COUNT_OPTIONS <= fields, cli.COUNT_OPTIONS - fields
+
+
 def test_compile_cache_is_per_user_and_can_be_switched_off(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cli.compile_cache_dir() == tmp_path / "fgd" / "jax"
