@@ -28,13 +28,12 @@ nothing.
 
 The session also compiles with most of XLA's optimizations off (JAX's own
 `jax_disable_most_optimizations` setting: XLA's backend at optimization
-level 0, no expensive LLVM passes), which took about 40% off the fast
+level 0, no expensive LLVM passes), which took about a quarter off the fast
 subset's time on the 2-core CPU machine, where compiling the suite's many
-small programs costs far more than running them (even the experiments' long
-default runs finished sooner). The programs compute the same IEEE operations, so every
-reference value still holds; what can change is the last bit where two
-different programs round differently, and the tests that promise
-bit-identity between two programs (`users_codegen`) compile as users do.
+small programs costs far more than running them. Neither level uses fast-math, so every
+reference value holds at both; what can change is the last bit where two
+different programs round differently, so the tests that promise bit-identity
+between two programs (`users_codegen`) compile as users do.
 `FGD_TEST_OPTIMIZE=1 pytest` compiles everything as users do, with XLA's
 full optimization (CI runs the suite on the JAX floor that way). The
 setting travels to the workers and the children tests start through

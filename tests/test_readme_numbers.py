@@ -7,7 +7,10 @@ The numbers were measured on the 2-core x86-64 CPU machine the repository is
 developed on (jax 0.10.2, float32 unless the experiment says otherwise). The
 tolerances allow for another machine's rounding: step counts and epoch losses
 of long runs move by a few per cent, counts of solved starts by one or two.
-Each default run takes seconds to a minute, so these tests are `slow`.
+Each default run takes seconds to a minute, so these tests are `slow`. The
+child compiles as the session does (tests/conftest.py: most of XLA's
+optimizations off, or all on with FGD_TEST_OPTIMIZE=1); the numbers hold
+within their tolerances either way.
 """
 import json
 import math
