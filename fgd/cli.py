@@ -144,9 +144,9 @@ COUNT_OPTIONS = frozenset({
 
 def _check_counts(config, prog: str) -> None:
     for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if f.name not in COUNT_OPTIONS or isinstance(value, bool):
+        if f.name not in COUNT_OPTIONS:
             continue
+        value = getattr(config, f.name)
         values = value if isinstance(value, tuple) else (value,)
         if any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in values):
             shown = ",".join(map(str, values))

@@ -89,7 +89,7 @@ def _set_optimization(config) -> None:
 def pytest_configure(config):
     _set_optimization(config)
     setting = os.environ.get("FGD_TEST_COMPILE_CACHE", "1").strip()
-    if setting.lower() in ("0", "false", "off", "no"):
+    if _off(setting):
         return
     if not hasattr(config, "workerinput"):    # the controller (or a run without xdist)
         if setting.lower() in ("1", "true", "on", "yes", ""):
