@@ -4,6 +4,7 @@ Reference: run (i, r) of a sweep must equal `fgd.fit(loss, init(keys[i]),
 make_opt(lrs[r]), ...)`, history, params, epochs and stop reason; float64,
 tolerance 1e-10 (the batched arithmetic may sum in another order).
 """
+import importlib
 import os
 import sys
 import warnings
@@ -89,6 +90,55 @@ def test_stacked_params_and_single_optimizer(traffic):
     b = fgd.sweep(LOSS, fgd.adam, X, Y, init=init, keys=KEYS, lrs=[0.01], epochs=40)
     assert a.history["loss"].shape == (3, 1, 40)
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=F64_TOL)
+
+
+def test_low_precision_runs_keep_their_dtype_and_equal_fit(traffic):
+    """bfloat16 params stay bfloat16 and every run (i, r) of a 2 x 3 grid
+    equals its own fit to bfloat16 rounding."""
+    X, Y = (jnp.asarray(a, jnp.bfloat16) for a in traffic)
+    low = lambda key: NET.init(key, "uniform", dtype=jnp.bfloat16)
+    lrs = [0.01, 0.02, 0.05]
+    keys = KEYS[:2]
+    runs = fgd.sweep(LOSS, fgd.sgd, X, Y, init=low, keys=keys, lrs=lrs, epochs=15)
+    assert {a.dtype for a in jax.tree.leaves(runs.params)} == {jnp.dtype(jnp.bfloat16)}
+    for r, lr in enumerate(lrs):
+        for i, key in enumerate(keys):
+            fit = fgd.fit(LOSS, low(key), fgd.sgd(lr), X, Y, epochs=15)
+            for a, b in zip(jax.tree.leaves(run_of(runs.params, i, r)), jax.tree.leaves(fit.params)):
+                np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                           rtol=2e-2, atol=2e-2)
+
+
+def test_grid_numbers_are_weak_and_in_run_order():
+    """Run i * R + r gets rate r's numbers, weakly typed like the Python
+    floats of one fit (so they take the params' dtype)."""
+    rates = np.array([0.01, 0.02, 0.05])
+    _, _, hparams = importlib.import_module("fgd.training.sweep")._grid_optimizer(
+        lambda lr: fgd.sgd(lr, momentum=0.5), True, rates, 2, jnp.float32)
+    np.testing.assert_allclose(hparams["lr"], np.tile(rates, 2).astype(np.float32))
+    np.testing.assert_allclose(hparams["momentum"], np.full(6, 0.5, np.float32))
+    assert all(a.weak_type for a in jax.tree.leaves(hparams))
+
+
+def test_a_repeated_sweep_runs_in_one_chunk_per_group(traffic, monkeypatch):
+    """The first sweep of a program starts with a one-epoch chunk and grows;
+    a second one starts with a chunk sized by the first one's epoch rate:
+    300 epochs, far under a chunk's quarter second, are one call."""
+    X, Y = traffic
+    module = importlib.import_module("fgd.training.chunk")
+    real, calls = module.compiled_chunk, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "compiled_chunk", counted)
+    kwargs = dict(init=init, keys=KEYS, lrs=[0.01, 0.02], epochs=300)
+    first = fgd.sweep(LOSS, fgd.sgd, X, Y, **kwargs)
+    n_first, calls[:] = len(calls), []
+    again = fgd.sweep(LOSS, fgd.sgd, X, Y, **kwargs)
+    assert n_first >= 2 and len(calls) == 1
+    np.testing.assert_array_equal(again.history["loss"], first.history["loss"])
 
 
 def sweep_module():
