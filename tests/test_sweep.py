@@ -133,6 +133,7 @@ def test_a_repeated_sweep_runs_in_one_chunk_per_group(traffic, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, "compiled_chunk", counted)
+    importlib.import_module("fgd.training.driver")._RATES.clear()   # no rate from other tests
     kwargs = dict(init=init, keys=KEYS, lrs=[0.01, 0.02], epochs=300)
     first = fgd.sweep(LOSS, fgd.sgd, X, Y, **kwargs)
     n_first, calls[:] = len(calls), []
