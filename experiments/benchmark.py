@@ -36,7 +36,9 @@ contender (compilation included for fgd) is printed as "cold".
   ceiling for any fit of this net (printed, no target).
 - sweep: 64 random starts of the tiny network in one fgd.sweep call vs 64
   sequential fgd.fit calls (the same optimizer object, so fit compiles once;
-  target: >= 12x).
+  target: >= 12x). A 1-epoch sweep, interleaved with them, measures the
+  sweep's host work per call; the rest of the sweep's time over its epochs
+  is printed as its time per epoch of all runs.
 
 - compile (with --only compile or --only all: it starts new processes):
   what compiles. A 10-rate loop of fgd.fit with a new fgd.sgd(lr)
@@ -379,16 +381,20 @@ def bench_sweep(config: Config) -> dict:
         for p in starts:
             block(fgd.fit(loss, p, opt, X, Y, epochs=E, progress=False).params)
 
-    contenders = {
-        "fgd.sweep": lambda: block(fgd.sweep(loss, fgd.sgd, X, Y, init=init, keys=keys, lrs=[0.05],
-                                             epochs=E, progress=False).params),
-        f"{n} x fgd.fit": sequential,
-    }
+    def one_sweep(epochs):
+        return lambda: block(fgd.sweep(loss, fgd.sgd, X, Y, init=init, keys=keys, lrs=[0.05],
+                                       epochs=epochs, progress=False).params)
+
+    contenders = {"fgd.sweep": one_sweep(E), f"{n} x fgd.fit": sequential,
+                  "fgd.sweep, 1 epoch": one_sweep(1)}       # its host work: checks, stacking, threads
     times = interleave(contenders, config.repeats)
     rows = {name: {"runs": n, "epochs": E, "cold_s": cold, "warm_s": statistics.median(warm),
                    "run_epochs_per_s": n * E / statistics.median(warm)}
             for name, (cold, warm) in times.items()}
-    return {"rows": rows, "speedup": rows[f"{n} x fgd.fit"]["warm_s"] / rows["fgd.sweep"]["warm_s"]}
+    host = rows.pop("fgd.sweep, 1 epoch")["warm_s"]
+    epoch_us = (rows["fgd.sweep"]["warm_s"] - host) / max(E - 1, 1) * 1e6
+    return {"rows": rows, "speedup": rows[f"{n} x fgd.fit"]["warm_s"] / rows["fgd.sweep"]["warm_s"],
+            "host_s": host, "epoch_us": epoch_us}
 
 
 COUNT_COMPILES = """
@@ -535,6 +541,8 @@ def main(config: Config) -> dict:
         sweep = bench_sweep(config)
         print_table(f"sweep: {config.sweep_configs} random starts of 3-8-2, "
                     f"{config.sweep_epochs} epochs", sweep["rows"], "run_epochs_per_s")
+        print(f"  of one sweep: host work {sweep['host_s'] * 1e3:.1f} ms (a 1-epoch sweep), "
+              f"then {sweep['epoch_us']:.2f} us per epoch of all {config.sweep_configs} runs")
         results["sweep"] = sweep
     if wanted("compile"):
         results["compile"] = bench_compile(config)

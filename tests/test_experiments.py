@@ -212,6 +212,8 @@ def test_benchmark_runs_every_case_at_a_tiny_setting(monkeypatch):
                   out["medium"]["new_x_vs_roofline"], out["sweep"]["speedup"]):
         assert math.isfinite(ratio) and ratio > 0
     assert out["medium"]["rows"]["fgd.fit"]["samples"] == 512
+    assert set(out["sweep"]["rows"]) == {"fgd.sweep", "4 x fgd.fit"}
+    assert out["sweep"]["host_s"] > 0 and math.isfinite(out["sweep"]["epoch_us"])
 
 def test_benchmark_grid_prints_its_table_at_a_smoke_setting(monkeypatch, capsys):
     """experiments/benchmark_grid.py on two points, the optional libraries
