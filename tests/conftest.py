@@ -34,11 +34,18 @@ small programs costs far more than running them. Neither level uses fast-math, s
 reference value holds at both; what can change is the last bit where two
 different programs round differently, so the tests that promise bit-identity
 between two programs (`users_codegen`) compile as users do.
+Two XLA:CPU flags (`FAST_COMPILE_XLA_FLAGS`: the older fusion emitters, one
+LLVM module per program) took the fast subset's compile time from 150 s to
+about 70 s of CPU on that machine; like the optimization level they change
+no reference value, only which instructions XLA emits. They go into
+`XLA_FLAGS` before JAX starts its backend, so they hold for the whole
+process: the `users_codegen` tests get the users' optimization level but
+keep these emitters.
 `FGD_TEST_OPTIMIZE=1 pytest` compiles everything as users do, with XLA's
-full optimization (CI runs the suite on the JAX floor that way). The
-setting travels to the workers and the children tests start through
-`JAX_DISABLE_MOST_OPTIMIZATIONS`, so a child's numbers compare bit for bit
-with its parent's.
+full optimization and its default flags (CI runs the suite on the JAX floor
+that way). The settings travel to the workers and the children tests start
+through `JAX_DISABLE_MOST_OPTIMIZATIONS` and `XLA_FLAGS`, so a child's
+numbers compare bit for bit with its parent's.
 """
 import os
 import shutil
@@ -77,12 +84,26 @@ def _off(value: str) -> bool:
     return value.strip().lower() in ("0", "false", "off", "no")
 
 
+#: XLA:CPU flags of the fast-compiling session: the older, simpler IR emitters
+#: for fusions (the newer MLIR fusion emitters took about 60% more compile time
+#: on the suite's small programs) and one LLVM module per program instead of
+#: pieces compiled on a thread pool (the workers already hold every core).
+#: Both are known to every jaxlib from pyproject's floor on.
+FAST_COMPILE_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false",
+                          "--xla_cpu_parallel_codegen_split_count=1")
+
+
 def _set_optimization(config) -> None:
     if "jax_disable_most_optimizations" not in jax.config.values:    # a jax without it: full
         return
     if not hasattr(config, "workerinput"):    # the controller decides; workers, children inherit
         full = not _off(os.environ.get("FGD_TEST_OPTIMIZE", "0"))
         os.environ[OPTIMIZE_ENV] = "0" if full else "1"
+        if not full:      # read when JAX starts its CPU backend, which nothing has done yet
+            flags = os.environ.get("XLA_FLAGS", "").split()
+            named = {flag.split("=")[0] for flag in flags}
+            flags += [flag for flag in FAST_COMPILE_XLA_FLAGS if flag.split("=")[0] not in named]
+            os.environ["XLA_FLAGS"] = " ".join(flags)
     jax.config.update("jax_disable_most_optimizations", not _off(os.environ.get(OPTIMIZE_ENV, "0")))
 
 
@@ -113,11 +134,12 @@ def pytest_configure(config):
 
 @pytest.fixture
 def users_codegen():
-    """Compile with XLA's full optimization, as users do, for the test's duration.
+    """Compile at XLA's full optimization level, as users do, for the test's duration.
 
     For tests whose claim is bit-identity between two different programs: the
     last bit of a sum can differ between programs at one optimization level
-    and agree at another. fgd's and JAX's in-memory caches are cleared on the
+    and agree at another. (The session's `FAST_COMPILE_XLA_FLAGS` hold for
+    the whole process and stay; `FGD_TEST_OPTIMIZE=1` drops them too.) fgd's and JAX's in-memory caches are cleared on the
     way in and out (`fgd.clear_caches`), so the test compiles its programs
     afresh at the users' level and the tests after it do not reuse them (the
     session's persistent cache, keyed by the compile options, hands every
