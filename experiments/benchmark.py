@@ -3,6 +3,7 @@
     python experiments/benchmark.py            # about 30 s on 2 cores
     python experiments/benchmark.py --quick    # fewer epochs and samples, about 15 s
     python experiments/benchmark.py --only compile   # one section: tiny, medium, sweep, compile, grid
+    python experiments/benchmark.py --only tiny,sweep   # several, comma-separated
     python experiments/benchmark.py --only all       # the three and compile
     python experiments/benchmark.py --only grid      # the size grid (experiments/benchmark_grid.py)
 
@@ -36,9 +37,12 @@ contender (compilation included for fgd) is printed as "cold".
   ceiling for any fit of this net (printed, no target).
 - sweep: 64 random starts of the tiny network in one fgd.sweep call vs 64
   sequential fgd.fit calls (the same optimizer object, so fit compiles once;
-  target: >= 12x). A 1-epoch sweep, interleaved with them, measures the
-  sweep's host work per call; the rest of the sweep's time over its epochs
-  is printed as its time per epoch of all runs.
+  target: >= 12x). Both start from the same 64 params, drawn before the
+  clock starts: the fits from each, the sweep from them stacked. A 1-epoch
+  sweep, interleaved with them, measures the sweep's host work per call;
+  the rest of the sweep's time over its epochs is printed as its time per
+  epoch of all runs. A sweep given `init` and the 64 keys instead (it draws
+  the params itself, one vmapped init per call) is timed beside them.
 
 - compile (with --only compile or --only all: it starts new processes):
   what compiles. A 10-rate loop of fgd.fit with a new fgd.sgd(lr)
@@ -91,7 +95,20 @@ class Config:
     sweep_configs: int = 64         # configurations of the sweep case
     sweep_epochs: int = 20_000      # epochs of each sweep configuration
     seed: int = 0
-    only: str = ""                  # one section: tiny, medium, sweep, compile, grid; all: the first four; empty: all but compile and grid
+    only: tuple[str, ...] = ()      # sections, comma-separated: tiny, medium, sweep, compile, grid; all: the first four; empty: the first three
+
+
+#: the sections of `--only`, in the order they run ("all": the first four)
+SECTIONS = ("tiny", "medium", "sweep", "compile", "grid")
+
+
+def check_only(only: tuple) -> None:
+    """Refuse an unknown section of `--only` before anything runs."""
+    unknown = [name for name in only if name not in (*SECTIONS, "all")]
+    if unknown:
+        raise fgd.cli.UsageError(f"python experiments/benchmark.py: --only takes "
+                                 f"{', '.join(SECTIONS)} or all, comma-separated; got "
+                                 f"{','.join(only)}")
 
 
 def quick_config(config: Config) -> Config:
@@ -375,18 +392,21 @@ def bench_sweep(config: Config) -> dict:
     keys = jax.random.split(jax.random.key(config.seed), n)
     init = lambda k: TINY.init(k, "uniform", dtype=jnp.float32)
     starts = [init(k) for k in keys]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *starts)
     opt = fgd.sgd(0.05)
 
     def sequential():
         for p in starts:
             block(fgd.fit(loss, p, opt, X, Y, epochs=E, progress=False).params)
 
-    def one_sweep(epochs):
-        return lambda: block(fgd.sweep(loss, fgd.sgd, X, Y, init=init, keys=keys, lrs=[0.05],
+    def one_sweep(epochs, draws=False):
+        given = {"init": init, "keys": keys} if draws else {"init": stacked}
+        return lambda: block(fgd.sweep(loss, fgd.sgd, X, Y, **given, lrs=[0.05],
                                        epochs=epochs, progress=False).params)
 
     contenders = {"fgd.sweep": one_sweep(E), f"{n} x fgd.fit": sequential,
-                  "fgd.sweep, 1 epoch": one_sweep(1)}       # its host work: checks, stacking, threads
+                  "fgd.sweep, 1 epoch": one_sweep(1),       # its host work: checks, threads
+                  "fgd.sweep, init + keys": one_sweep(E, draws=True)}
     times = interleave(contenders, config.repeats)
     rows = {name: {"runs": n, "epochs": E, "cold_s": cold, "warm_s": statistics.median(warm),
                    "run_epochs_per_s": n * E / statistics.median(warm)}
@@ -394,7 +414,8 @@ def bench_sweep(config: Config) -> dict:
     host = rows.pop("fgd.sweep, 1 epoch")["warm_s"]
     epoch_us = (rows["fgd.sweep"]["warm_s"] - host) / max(E - 1, 1) * 1e6
     return {"rows": rows, "speedup": rows[f"{n} x fgd.fit"]["warm_s"] / rows["fgd.sweep"]["warm_s"],
-            "host_s": host, "epoch_us": epoch_us}
+            "host_s": host, "epoch_us": epoch_us,
+            "init_s": rows["fgd.sweep, init + keys"]["warm_s"] - rows["fgd.sweep"]["warm_s"]}
 
 
 COUNT_COMPILES = """
@@ -491,10 +512,11 @@ def grid_module():
 
 # --- report ---------------------------------------------------------------------------------
 def print_table(title: str, rows: dict, rate: str) -> None:
+    width = max(16, *map(len, rows))
     print(f"\n{title}")
-    print(f"  {'contender':<16} {'cold s':>9} {'warm s':>9} {rate:>18}")
+    print(f"  {'contender':<{width}} {'cold s':>9} {'warm s':>9} {rate:>18}")
     for name, r in rows.items():
-        print(f"  {name:<16} {r['cold_s']:>9.3f} {r['warm_s']:>9.4f} {r[rate]:>18,.0f}")
+        print(f"  {name:<{width}} {r['cold_s']:>9.3f} {r['warm_s']:>9.4f} {r[rate]:>18,.0f}")
 
 
 def verdict(label: str, value: float, target: float) -> bool:
@@ -504,6 +526,7 @@ def verdict(label: str, value: float, target: float) -> bool:
 
 
 def main(config: Config) -> dict:
+    check_only(config.only)
     if config.quick:
         config = quick_config(config)
     torch = torch_or_none()
@@ -513,14 +536,8 @@ def main(config: Config) -> dict:
           f"load average {os.getloadavg()[0]:.1f}")
     results = {"cpus": os.cpu_count(), "backend": jax.default_backend(),
                "devices": [str(d) for d in jax.devices()], "torch": torch.__version__ if torch else None}
-    sections = ("tiny", "medium", "sweep", "compile", "grid", "all")
-    if config.only and config.only not in sections:
-        raise ValueError(f"only must be one of {sections} or empty; got {config.only!r}")
-    if config.only == "grid":
-        grid = grid_module()
-        return {**results, "grid": grid.main(grid.Config(quick=config.quick))}
-    wanted = lambda name: (config.only in (name, "all")
-                           or (not config.only and name != "compile"))
+    wanted = lambda name: (name in config.only or (name != "grid" and "all" in config.only)
+                           or (not config.only and name not in ("compile", "grid")))
     met = {}
     if wanted("tiny"):
         tiny = bench_tiny(config, torch)
@@ -542,12 +559,14 @@ def main(config: Config) -> dict:
         print_table(f"sweep: {config.sweep_configs} random starts of 3-8-2, "
                     f"{config.sweep_epochs} epochs", sweep["rows"], "run_epochs_per_s")
         print(f"  of one sweep: host work {sweep['host_s'] * 1e3:.1f} ms (a 1-epoch sweep), "
-              f"then {sweep['epoch_us']:.2f} us per epoch of all {config.sweep_configs} runs")
+              f"then {sweep['epoch_us']:.2f} us per epoch of all {config.sweep_configs} runs; "
+              f"drawing the params from init + keys adds {sweep['init_s'] * 1e3:.1f} ms")
         results["sweep"] = sweep
     if wanted("compile"):
         results["compile"] = bench_compile(config)
         print_compile(results["compile"])
-    print(f"\ntargets (medians; load average now {os.getloadavg()[0]:.1f}):")
+    if any(wanted(name) for name in SECTIONS[:4]):
+        print(f"\ntargets (medians; load average now {os.getloadavg()[0]:.1f}):")
     if wanted("tiny"):
         met["tiny_vs_numpy"] = verdict("tiny: fgd.fit / numpy BP loop", tiny["vs_numpy"], 12)
         if torch is not None:
@@ -574,8 +593,17 @@ def main(config: Config) -> dict:
             print(f"  {label:<44} {'met' if ok else 'NOT met'}")
             met[label] = ok
     results["targets_met"] = met
+    if wanted("grid"):
+        grid = grid_module()
+        results["grid"] = grid.main(grid.Config(quick=config.quick))
     return results
 
 
 if __name__ == "__main__":
-    main(fgd.cli.parse_config(Config, sys.argv[1:], prog="python experiments/benchmark.py"))
+    try:
+        config = fgd.cli.parse_config(Config, sys.argv[1:], prog="python experiments/benchmark.py")
+        check_only(config.only)
+    except fgd.cli.UsageError as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
+    main(config)

@@ -213,8 +213,21 @@ def test_benchmark_runs_every_case_at_a_tiny_setting(monkeypatch):
                   out["medium"]["new_x_vs_roofline"], out["sweep"]["speedup"]):
         assert math.isfinite(ratio) and ratio > 0
     assert out["medium"]["rows"]["fgd.fit"]["samples"] == 512
-    assert set(out["sweep"]["rows"]) == {"fgd.sweep", "4 x fgd.fit"}
+    assert set(out["sweep"]["rows"]) == {"fgd.sweep", "4 x fgd.fit", "fgd.sweep, init + keys"}
+    assert math.isfinite(out["sweep"]["init_s"])
     assert out["sweep"]["host_s"] > 0 and math.isfinite(out["sweep"]["epoch_us"])
+
+def test_benchmark_refuses_an_unknown_section_in_one_line_before_running():
+    """`--only` takes comma-separated sections; a wrong one exits 2 with one
+    line naming the option and what was typed, before any section runs."""
+    path = fgd.cli.EXPERIMENTS_DIR / "benchmark.py"
+    done = subprocess.run([sys.executable, str(path), "--only", "tiny,swep"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--only" in lines[0] and "tiny,swep" in lines[0], done.stderr
+    assert "sweep" in lines[0] and done.stdout == "", "refused before the machine line"
+
 
 def test_benchmark_grid_prints_its_table_at_a_smoke_setting(monkeypatch, capsys):
     """experiments/benchmark_grid.py on two points, the optional libraries
