@@ -16,7 +16,8 @@ contender (compilation included for fgd) is printed as "cold".
   traffic samples (premnmx-scaled), full-batch gradient descent on sse, lr
   0.05, float32. fgd.fit vs a hand-written numpy BP loop (targets: >= 12x its
   epochs/s) and a PyTorch autograd loop (>= 100x), torch.set_num_threads set
-  to the CPU count.
+  to the CPU count. In both this case and the next PyTorch is timed after
+  the others, in repeats of its own (`interleave_torch`).
 - medium: a 784-512-512-10 ReLU MLP, softmax cross-entropy, Adam, shuffled
   mini-batches of 256, one epoch of synthetic samples. fgd.fit vs the
   roofline (target >= 0.9) and PyTorch (target: faster; it runs a quarter
@@ -41,8 +42,9 @@ contender (compilation included for fgd) is printed as "cold".
   clock starts: the fits from each, the sweep from them stacked. A 1-epoch
   sweep, interleaved with them, measures the sweep's host work per call;
   the rest of the sweep's time over its epochs is printed as its time per
-  epoch of all runs. A sweep given `init` and the 64 keys instead (it draws
-  the params itself, one vmapped init per call) is timed beside them.
+  epoch of all runs. A 1-epoch sweep given `init` and the 64 keys instead
+  (it draws the params itself, one vmapped init per call) is timed beside
+  them: what drawing the params adds to the host work.
 
 - compile (with --only compile or --only all: it starts new processes):
   what compiles. A 10-rate loop of fgd.fit with a new fgd.sgd(lr)
@@ -133,6 +135,17 @@ def interleave(contenders: dict, repeats: int) -> dict:
     return {name: (cold[name], warm[name]) for name in contenders}
 
 
+def interleave_torch(fn: Callable, repeats: int) -> dict:
+    """{"PyTorch": (cold, [warm...])}, timed after the JAX and numpy contenders.
+
+    PyTorch's OpenMP threads keep spinning for a while after each of its
+    calls; interleaved with the others they slowed the next contender's call
+    (the medium fit's epoch 0.55 s alone, 0.69-0.73 s right after PyTorch,
+    in runs on the 2-core machine), so PyTorch gets repeats of its own.
+    """
+    return interleave({"PyTorch": fn}, repeats)
+
+
 def torch_or_none():
     try:
         import torch
@@ -197,10 +210,11 @@ def bench_tiny(config: Config, torch) -> dict:
         "fgd.fit": lambda: block(fgd.fit(loss, params, opt, X, Y, epochs=E, progress=False).params),
         "numpy BP loop": lambda: numpy_bp(params, X, Y, 0.05, E),
     }
-    if torch is not None:
-        contenders["PyTorch"] = lambda: torch_tiny(torch, params, X, Y, 0.05, Et)
     epochs = {"fgd.fit": E, "numpy BP loop": E, "PyTorch": Et}
     times = interleave(contenders, config.repeats)
+    if torch is not None:         # after the others: see `interleave_torch`
+        times.update(interleave_torch(lambda: torch_tiny(torch, params, X, Y, 0.05, Et),
+                                      config.repeats))
     rows = {name: {"epochs": epochs[name], "cold_s": cold, "warm_s": statistics.median(warm),
                    "epochs_per_s": epochs[name] / statistics.median(warm)}
             for name, (cold, warm) in times.items()}
@@ -298,9 +312,10 @@ def bench_medium(config: Config, torch) -> dict:
                   "fgd.fit, columns": lambda: run(Xd, "columns"),
                   "GEMMs alone": step_products(MEDIUM, Xd, 256)}
     mt = min(m, config.torch_medium_samples)
-    if torch is not None:
-        contenders["PyTorch"] = lambda: torch_medium(torch, params, X[:, :mt], Y[:, :mt])
     times = interleave(contenders, repeats)
+    if torch is not None:         # after the others: see `interleave_torch`
+        times.update(interleave_torch(lambda: torch_medium(torch, params, X[:, :mt], Y[:, :mt]),
+                                      repeats))
     # apart: fgd keeps the copy of the last X only, so interleaving would drop Xd's
     new_x = interleave({"gemm 2048^3": gemm, "fgd.fit, new X": lambda: run(next(fresh))}, repeats)
     samples = {"fgd.fit": (m // 256) * 256, "fgd.fit, new X": (m // 256) * 256,
@@ -406,16 +421,17 @@ def bench_sweep(config: Config) -> dict:
 
     contenders = {"fgd.sweep": one_sweep(E), f"{n} x fgd.fit": sequential,
                   "fgd.sweep, 1 epoch": one_sweep(1),       # its host work: checks, threads
-                  "fgd.sweep, init + keys": one_sweep(E, draws=True)}
+                  "fgd.sweep, 1 epoch, init + keys": one_sweep(1, draws=True)}
     times = interleave(contenders, config.repeats)
     rows = {name: {"runs": n, "epochs": E, "cold_s": cold, "warm_s": statistics.median(warm),
                    "run_epochs_per_s": n * E / statistics.median(warm)}
             for name, (cold, warm) in times.items()}
     host = rows.pop("fgd.sweep, 1 epoch")["warm_s"]
+    host_drawing = rows.pop("fgd.sweep, 1 epoch, init + keys")["warm_s"]
     epoch_us = (rows["fgd.sweep"]["warm_s"] - host) / max(E - 1, 1) * 1e6
     return {"rows": rows, "speedup": rows[f"{n} x fgd.fit"]["warm_s"] / rows["fgd.sweep"]["warm_s"],
             "host_s": host, "epoch_us": epoch_us,
-            "init_s": rows["fgd.sweep, init + keys"]["warm_s"] - rows["fgd.sweep"]["warm_s"]}
+            "init_s": host_drawing - host}
 
 
 COUNT_COMPILES = """
