@@ -86,8 +86,8 @@ def _off(value: str) -> bool:
 
 
 #: XLA:CPU flags of the fast-compiling session: the older, simpler IR emitters
-#: for fusions (the newer MLIR fusion emitters took about 60% more compile time
-#: on the suite's small programs) and one LLVM module per program instead of
+#: for fusions (the newer MLIR fusion emitters took about twice the compile
+#: time on the suite's small programs) and one LLVM module per program instead of
 #: pieces compiled on a thread pool (the workers already hold every core).
 #: Both are known to every jaxlib from pyproject's floor on.
 FAST_COMPILE_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false",

@@ -217,6 +217,7 @@ def test_benchmark_runs_every_case_at_a_tiny_setting(monkeypatch):
     assert math.isfinite(out["sweep"]["init_s"])
     assert out["sweep"]["host_s"] > 0 and math.isfinite(out["sweep"]["epoch_us"])
 
+
 def test_benchmark_refuses_an_unknown_section_in_one_line_before_running():
     """`--only` takes comma-separated sections; a wrong one exits 2 with one
     line naming the option and what was typed, before any section runs."""
