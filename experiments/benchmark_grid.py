@@ -1,6 +1,6 @@
 """fgd.fit against the loops people write, over a grid of sizes, costs and batch modes.
 
-    python experiments/benchmark_grid.py              # the whole grid: 126 points, roughly half an hour
+    python experiments/benchmark_grid.py              # the whole grid: 126 points, about 15 min on 2 cores
     python experiments/benchmark_grid.py --quick      # 12 points, a smoke run of a minute or two
     python experiments/benchmark_grid.py --ms 400 --widths 8 --depths 1 --costs bce
     python experiments/benchmark.py --only grid       # the same, from the main benchmark
