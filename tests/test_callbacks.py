@@ -112,3 +112,51 @@ def test_tensorboard_logger_writes_scalars_tensorboard_reads(tmp_path):
         got = sorted((s, v) for tag, s, v in events if tag == f"traffic/{name}")
         assert [s for s, _ in got] == list(range(50))
         np.testing.assert_allclose([v for _, v in got], result.history[name], rtol=1e-6)  # float32
+
+
+# --- how the driver cuts a run into chunks ---------------------------------------------------
+def _fake_chunks(monkeypatch, epochs: int, rate: float, capacity: int = 1000,
+                 time_limit=None) -> list:
+    """The (start, end) epochs of each chunk `drive` asks for, from a chunk
+    runner that does no device work but moves the driver's clock on by
+    `rate` epochs per second, a rate the driver also remembers from before
+    (so the first chunk is sized by it too), with 1 s chunks."""
+    import types
+
+    from fgd.training import driver
+    from fgd.training.chunk import Carry, Knobs
+
+    clock = [0.0]
+    asked = []
+
+    def run(carry, knobs):
+        start, end = int(knobs.start), int(knobs.end)
+        asked.append((start, end))
+        clock[0] += (end - start) / rate
+        return carry._replace(epoch=np.int32(end)), {"loss": np.zeros(capacity)}
+
+    monkeypatch.setattr(driver, "CHUNK_SECONDS", 1.0)
+    monkeypatch.setattr(driver, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    driver._RATES.put("fake program", rate)
+    carry = Carry(np.int32(0), np.int32(0), np.int32(0), None, None, None)
+    knobs = Knobs(*(np.int32(0),) * 5)
+    out = driver.drive(run, carry, knobs, epochs=epochs, capacity=capacity, time_limit=time_limit,
+                       progress=False, replay=False, rate_key="fake program")
+    assert out.history["loss"].shape == (epochs,)
+    return asked
+
+
+def test_a_chunk_takes_a_tail_of_at_most_half_a_chunk(monkeypatch):
+    """At 4 epochs/s and 1 s chunks: 10 epochs are 4 + 6 (the 2 left after 8
+    are half a chunk), 11 epochs 4 + 4 + 3, 13 epochs 4 + 4 + 5."""
+    assert _fake_chunks(monkeypatch, 10, 4.0) == [(0, 4), (4, 10)]
+    assert _fake_chunks(monkeypatch, 11, 4.0) == [(0, 4), (4, 8), (8, 11)]
+    assert _fake_chunks(monkeypatch, 13, 4.0) == [(0, 4), (4, 8), (8, 13)]
+    assert _fake_chunks(monkeypatch, 1, 4.0) == [(0, 1)]
+
+
+def test_the_tail_rule_keeps_the_capacity_and_the_time_limit(monkeypatch):
+    """A chunk never holds more epochs than the compiled history (`capacity`),
+    and with a time limit the chunks are cut at the time left, tail or not."""
+    assert _fake_chunks(monkeypatch, 10, 4.0, capacity=5) == [(0, 4), (4, 8), (8, 10)]
+    assert _fake_chunks(monkeypatch, 10, 4.0, time_limit=60.0) == [(0, 4), (4, 8), (8, 10)]

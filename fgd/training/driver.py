@@ -70,8 +70,9 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     time limit is kept and Ctrl-C is answered within about that long. The
     first chunk is one epoch, unless `rate_key` (hashable: the compiled
     program and its shapes) names a program that ran before, whose epoch
-    rate then sizes it; later chunks grow at most 64-fold, and a chunk that
-    would leave at most half a chunk of epochs takes them too. The host reads
+    rate then sizes it; later chunks grow at most 64-fold, and without a time
+    limit a chunk that would leave at most half a chunk of epochs takes them
+    too. The host reads
     the carry's counters and the history only at chunk ends (one transfer);
     the time limit is checked after each chunk. Works for one run and for a
     batch of runs (`fgd.sweep`, runs on the last axis of every carry leaf),
@@ -99,8 +100,8 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
             if cancel is not None and cancel.is_set():
                 break
             end = min(epochs, done + n)
-            if epochs - end <= n // 2 and epochs - done <= capacity:   # no short tail chunk
-                end = epochs
+            if time_limit is None and epochs - end <= n // 2 and epochs - done <= capacity:
+                end = epochs                    # no short tail chunk
             if saver is not None:
                 end = saver.chunk_end(done, end)
             t_chunk = time.perf_counter()
