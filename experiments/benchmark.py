@@ -616,10 +616,8 @@ def main(config: Config) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        config = fgd.cli.parse_config(Config, sys.argv[1:], prog="python experiments/benchmark.py")
-        check_only(config.only)
+    try:     # main checks --only first of all
+        main(fgd.cli.parse_config(Config, sys.argv[1:], prog="python experiments/benchmark.py"))
     except fgd.cli.UsageError as e:
         print(e, file=sys.stderr)
         sys.exit(2)
-    main(config)

@@ -28,10 +28,10 @@ nothing.
 
 The session also compiles with most of XLA's optimizations off (JAX's own
 `jax_disable_most_optimizations` setting: XLA's backend at optimization
-level 0, no expensive LLVM passes) and two XLA:CPU flags: on the 2-core CPU
-machine, where compiling the suite's many small programs costs far more
-than running them, the fast subset takes 1 min 21 s so, 2 min 25 s
-compiled as users compile. Neither level uses fast-math, so every
+level 0, no expensive LLVM passes) and two XLA:CPU flags (below): on the
+2-core CPU machine, where compiling the suite's many small programs costs
+far more than running them, the fast subset takes 1 min 21 s so and
+2 min 25 s compiled as users compile. Neither level uses fast-math, so every
 reference value holds at both; what can change is the last bit where two
 different programs round differently, so the tests that promise bit-identity
 between two programs (`users_codegen`) compile at the users' level.
@@ -140,9 +140,10 @@ def users_codegen():
     For tests whose claim is bit-identity between two different programs: the
     last bit of a sum can differ between programs at one optimization level
     and agree at another. (The session's `FAST_COMPILE_XLA_FLAGS` hold for
-    the whole process and stay; `FGD_TEST_OPTIMIZE=1` drops them too.) fgd's and JAX's in-memory caches are cleared on the
-    way in and out (`fgd.clear_caches`), so the test compiles its programs
-    afresh at the users' level and the tests after it do not reuse them (the
+    the whole process and stay; `FGD_TEST_OPTIMIZE=1` drops them too.)
+    fgd's and JAX's in-memory caches are cleared on the way in and out
+    (`fgd.clear_caches`), so the test compiles its programs afresh at the
+    users' level and the tests after it do not reuse them (the
     session's persistent cache, keyed by the compile options, hands every
     other program back without compiling it again).
     """
