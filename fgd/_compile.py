@@ -165,7 +165,7 @@ KERNEL_PRIMITIVES = frozenset("""
     reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or argmax argmin
     broadcast_in_dim reshape squeeze expand_dims transpose rev slice dynamic_slice
     dynamic_update_slice concatenate pad iota split
-    while scan cond jit pjit closed_call custom_jvp_call custom_vjp_call
+    while scan cond jit pjit closed_call custom_jvp_call custom_vjp_call stop_gradient
 """.split())
 #: The most array elements the operations of one loop iteration may produce
 #: for it to become one kernel (about a millisecond of single-threaded work):
@@ -293,7 +293,7 @@ ELEMENTWISE = frozenset("""
     copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt imag
     integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg nextafter not or
     pow real reduce_precision rem round rsqrt select_n shift_left shift_right_arithmetic
-    shift_right_logical sign sin sinh sqrt square sub tan tanh xor
+    shift_right_logical sign sin sinh sqrt square stop_gradient sub tan tanh xor
 """.split())
 SAME_AXES = frozenset("reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or "
                       "argmax argmin cumsum cumprod cummax cummin".split())

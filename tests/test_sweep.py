@@ -56,6 +56,19 @@ def test_sweep_equals_sequential_fits(traffic, batch_size):
             assert_run_equals_fit(runs, i, r, fit)
 
 
+def test_softmax_cross_entropy_sweep_equals_fits():
+    """A softmax + cross_entropy net (its log-softmax holds a stop_gradient,
+    which the batch-last layout passes through as an elementwise op)."""
+    net = fgd.MLP((3, 8, 3), hidden="tanh", output="softmax")
+    loss = fgd.make_loss(net, "cross_entropy")
+    X = np.linspace(-1, 1, 60).reshape(3, 20)
+    Y = np.eye(3)[:, np.arange(20) % 3]
+    starts = lambda k: net.init(k, dtype=jnp.float64)
+    runs = fgd.sweep(loss, fgd.sgd, X, Y, init=starts, keys=KEYS, lrs=[0.5], epochs=40)
+    for i, key in enumerate(KEYS):
+        assert_run_equals_fit(runs, i, 0, fgd.fit(loss, starts(key), fgd.sgd(0.5), X, Y, epochs=40))
+
+
 def test_each_run_stops_on_its_own(traffic):
     X, Y = traffic
     lrs = [0.05, 4.0]                           # 4.0 diverges: a non-finite stop

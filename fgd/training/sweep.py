@@ -145,14 +145,15 @@ def _grid_optimizer(make_opt: Any, factory: bool, rates: np.ndarray, n_init: int
     return Identity(make_opt), False, jnp.asarray(np.tile(rates, n_init), dtype)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def _stacked(numbers: list, n_init: int) -> Any:
     """The R rates' hparams pytrees stacked leaf by leaf on a new last (only)
     axis and tiled for the `n_init` initialisations (run i * R + r holds
-    `numbers[r]`): R conversions and two operations per leaf, however many
-    runs (one conversion per run and number cost 2.7 ms of a 64-run sweep).
-    Stacks and tiles of weakly typed scalars stay weakly typed."""
-    return jax.tree.map(lambda *xs: jnp.tile(jnp.stack([jnp.asarray(x) for x in xs]), n_init),
-                        *numbers)
+    `numbers[r]`), in one compiled call however many runs and leaves (one
+    conversion per run and number had cost 2.7 ms of a 64-run sweep, one
+    stack and tile per leaf 0.1 ms). Python floats enter jit weakly typed,
+    and their stacks and tiles stay so."""
+    return jax.tree.map(lambda *xs: jnp.tile(jnp.stack(xs), n_init), *numbers)
 
 
 def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
@@ -200,7 +201,7 @@ def sweep(loss: Callable, make_opt: Any, X: Any, Y: Any, *, init: Any,
                          f"{history!r}: run fgd.fit per configuration for them")
     factory, rates = _rates(make_opt, lrs)
     params, n_init = _stacked_params(init, keys)
-    one = jax.tree.map(lambda a: a[0], params)
+    one = _first(params)
     setup = prepare(loss, make_opt, factory, one, X, Y, epochs, batch_size, key, goal,
                           validation_data=validation, patience=patience, min_grad=min_grad,
                           time_limit=time_limit, history=history, progress=progress)
@@ -237,8 +238,12 @@ def groups(runs: int, platform: str) -> int:
     """
     if platform != "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, runs // GROUP_RUNS))
+    return max(1, min(_cores(), runs // GROUP_RUNS))
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 #: jax settings that a context manager (`with fgd.enable_x64(True):`) sets
@@ -248,13 +253,13 @@ THREAD_SETTINGS = _jax.thread_setting_managers()
 
 
 def caller_settings() -> Optional[dict]:
-    """{name: value} of the jax settings this thread has and a new thread
+    """{name: value} of the jax settings this thread has and a group's thread
     would not (set by context managers); None if one of them is not in
-    `THREAD_SETTINGS`, so that a new thread cannot take it over."""
-    here, fresh = dict(jax.config.values), {}
-    probe = threading.Thread(target=lambda: fresh.update(jax.config.values))
-    probe.start()
-    probe.join()
+    `THREAD_SETTINGS`, so that a group's thread cannot take it over. A
+    group's thread leaves every setting it entered when its drive ends, so
+    it reads what a new thread would."""
+    here = dict(jax.config.values)
+    fresh = _pool().submit(lambda: dict(jax.config.values)).result()
     differ = {}
     for name, value in here.items():
         try:
@@ -295,14 +300,14 @@ def drive_groups(spec: chunk.Spec, carry: chunk.Carry, setup: Any, hparams: jax.
     bounds = tuple(int(b) for b in np.linspace(0, runs, n + 1))
     parts = _split(bounds, (carry, hparams))
     cancel = threading.Event()
-    with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="fgd-sweep") as pool:
-        futures = [pool.submit(drive, c, h, progress if i == 0 else False, cancel, settings)
-                   for i, (c, h) in enumerate(parts)]
-        try:
-            outs = [f.result() for f in futures]
-        except BaseException:
-            cancel.set()
-            raise
+    futures = [_pool().submit(drive, c, h, progress if i == 0 else False, cancel, settings)
+               for i, (c, h) in enumerate(parts)]
+    try:
+        outs = [f.result() for f in futures]
+    except BaseException:
+        cancel.set()
+        concurrent.futures.wait(futures)             # no group outlives the call
+        raise
     history = {}
     for name in outs[0].history:                     # NaN past each group's last epoch
         parts_ = [o.history[name] for o in outs]
@@ -314,10 +319,34 @@ def drive_groups(spec: chunk.Spec, carry: chunk.Carry, setup: Any, hparams: jax.
                     max(o.seconds for o in outs))
 
 
+#: pid -> the process's pool of group threads (one per core, made on first
+#: use): starting two threads and a probe thread on every call had cost
+#: 0.2-0.4 ms of a 64-run sweep's 3 ms host work (2-core CPU machine).
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads `drive_groups` runs its groups on, kept for later sweeps;
+    a forked child (which has none of its parent's threads) makes its own."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(os.getpid())
+        if pool is None:
+            pool = _POOLS[os.getpid()] = concurrent.futures.ThreadPoolExecutor(
+                _cores(), thread_name_prefix="fgd-sweep")
+        return pool
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _split(bounds: tuple, tree_: Any) -> list:
     """`tree_` (runs on the last axis) cut at `bounds` into groups, in one call."""
     return [jax.tree.map(lambda a: a[..., lo:hi], tree_) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+@jax.jit
+def _first(tree_: Any) -> Any:
+    """The first initialisation of stacked params, in one call (not one per leaf)."""
+    return jax.tree.map(lambda a: a[0], tree_)
 
 
 @jax.jit
@@ -345,7 +374,7 @@ def _result(out: driver.Run, spec: chunk.Spec, grid: tuple, epochs: int) -> Swee
     c = out.carry
     grid_of = lambda a: np.asarray(a).reshape(grid + np.shape(a)[1:])
     codes, ran = grid_of(c.stop), grid_of(c.epoch)
-    dtype = tree.scalar_dtype(jax.tree.map(lambda a: a[..., 0], c.params))
+    dtype = tree.scalar_dtype(c.params)
     history = {name: grid_of(out.history.get(name, np.zeros((ran.size, 0), dtype)))
                for name in spec.history}
     reasons = np.vectorize(lambda code, e: stop_reason(
