@@ -359,21 +359,26 @@ def measure_point(config: Config, p: Point, libs: dict) -> dict:
         nnx, optax = libs["flax"]
         run = flax_loop(nnx, optax, params, X, Y, p.cost, lr, p.batch)
         budgeted("flax", lambda n: (lambda: run(n)), True)
+    warm: dict = {}
+
+    def interleave(names: list) -> None:
+        for name in names:
+            warm[name] = []
+        for _ in range(config.repeats):
+            for name in names:
+                warm[name].append(timed(runs[name][1]))
+
+    # JAX's contenders interleaved among themselves, then PyTorch and numpy,
+    # first called (compiled, sized) only after: their BLAS and OpenMP
+    # threads spin for a while after each call, which would slow whichever
+    # contender came next
+    interleave(list(runs))
     if "torch" in wanted and libs.get("torch") is not None:
         run = torch_loop(libs["torch"], params, X, Y, p.cost, lr, p.batch)
         budgeted("torch", lambda n: (lambda: run(n)), True)
     if "numpy" in wanted:
         budgeted("numpy", lambda n: (lambda: numpy_loop(params, X, Y, p.cost, lr, p.batch, n)), False)
-
-    warm: dict = {name: [] for name in runs}
-    # JAX's contenders interleaved among themselves, then PyTorch and numpy:
-    # their BLAS and OpenMP threads spin for a while after each call, which
-    # would slow whichever contender came next
-    for block in ([n for n in runs if n not in ("torch", "numpy")],
-                  [n for n in runs if n in ("torch", "numpy")]):
-        for _ in range(config.repeats):
-            for name in block:
-                warm[name].append(timed(runs[name][1]))
+    interleave([n for n in runs if n not in warm])
     return {name: {"epochs": n, "cold_s": cold[name], "warm_s": statistics.median(warm[name]),
                    "epochs_per_s": n / statistics.median(warm[name])}
             for name, (n, _) in runs.items()}
