@@ -511,10 +511,12 @@ def test_every_built_in_step_can_be_one_kernel(hidden, output, cost):
 @pytest.mark.skipif(not fgd._compile.tricks(jax.default_backend()).one_kernel,
                     reason="one-kernel loops are an XLA:CPU trick, on where this jax supports it")
 def test_softmax_cross_entropy_chunk_is_one_kernel():
-    net = fgd.MLP((3, 8, 2), hidden="tanh", output="softmax")
+    """fit's chunk of a small softmax + cross_entropy net is compiled as one
+    kernel (a net of its own here: the cache holds one decision for it)."""
+    net = fgd.MLP((3, 7, 3), hidden="tanh", output="softmax")
     loss = fgd.make_loss(net, "cross_entropy")
-    X = np.linspace(-1, 1, 60).reshape(3, 20)
-    Y = np.eye(2)[:, np.arange(20) % 2]
+    X = np.linspace(-1, 1, 63).reshape(3, 21)
+    Y = np.eye(3)[:, np.arange(21) % 3]
     fit = fgd.fit(loss, net.init(jax.random.key(0), dtype=jnp.float64), fgd.sgd(0.1), X, Y,
                   epochs=5)
     assert fit.epochs == 5
