@@ -30,7 +30,7 @@ The session also compiles with most of XLA's optimizations off (JAX's own
 `jax_disable_most_optimizations` setting: XLA's backend at optimization
 level 0, no expensive LLVM passes) and two XLA:CPU flags (below): on the
 2-core CPU machine, where compiling the suite's many small programs costs
-far more than running them, the fast subset takes 1 min 21 s so and
+far more than running them, the fast subset takes 1 min 21 s this way and
 2 min 25 s compiled as users compile. Neither level uses fast-math, so every
 reference value holds at both; what can change is the last bit where two
 different programs round differently, so the tests that promise bit-identity

@@ -491,7 +491,8 @@ def test_small_loop_is_one_kernel_with_the_same_numbers(traffic, batch_size, one
 
 
 @pytest.mark.parametrize("output, cost", [(o, c) for o, cs in fgd.losses.CANONICAL.items() for c in cs])
-@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu", "leaky_relu", "identity"])
+@pytest.mark.parametrize("hidden", [n for n in fgd.nn.activations.HIDDEN_NAMES
+                                    if n not in fgd.nn.activations.ALIASES])
 def test_every_built_in_step_can_be_one_kernel(hidden, output, cost):
     """A small net's step holds only primitives a one-kernel loop takes, for
     every built-in hidden activation and output/cost pair, once its small
