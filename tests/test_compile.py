@@ -89,7 +89,7 @@ def test_self_test_failure_turns_every_trick_off(monkeypatch):
 def test_plain_tricks_are_public_jax():
     """With every trick off, each method is the plain JAX it stands for."""
     f = lambda x: jnp.sum(x ** 2)
-    assert _compile.NONE.fuse_small_dots(f) is f
+    assert _compile.NONE.rewrite_dots(f) is f
     assert _compile.NONE.compiler_options(True) is None
     xs = jnp.arange(6.0).reshape(3, 2)
     np.testing.assert_allclose(_compile.NONE.batched(f, 2)(xs), jnp.sum(xs ** 2, axis=0))
@@ -115,6 +115,92 @@ def test_small_dots_keep_precision_and_preferred_type(precision, preferred):
         assert fused(a, b).dtype == want
         plain = jax.make_jaxpr(_compile._fuse_small_dots(lambda a, b: a @ b))(a, b)
         assert "dot_general" not in str(plain)        # a default small dot is rewritten
+
+
+# --- large transposed-lhs products from a transposed copy -------------------------------
+WIDE = fgd.MLP((16, 256, 256, 4), hidden="tanh", output="softmax")
+TN = (((0,), (0,)), ((), ()))            # L^T R: both operands contracted over axis 0
+
+
+def _wide_problem(dtype):
+    params = WIDE.init(jax.random.key(3), "he", dtype=dtype)
+    X = jax.random.normal(jax.random.key(4), (16, 40), dtype)
+    Y = jax.nn.one_hot(jnp.arange(40) % 4, 4, dtype=dtype).T
+    return params, X, Y
+
+
+def test_the_hidden_weight_is_copied_transposed_to_the_same_gradient():
+    """Of the backward pass's products W[l]^T dZ[l], only W2's (256 x 256) is
+    computed from a copy of W2^T (W3 is 4 x 256: too few rows; there is no
+    W1^T dZ1); the gradient equals jax.grad's to float64 rounding."""
+    with fgd.enable_x64(True):
+        params, X, Y = _wide_problem(jnp.float64)
+        grad = jax.value_and_grad(fgd.make_loss(WIDE, "cross_entropy"))
+        copied = _compile._rewrite_dots(grad, small=False, transposed=True)
+        assert str(jax.make_jaxpr(grad)(params, X, Y)).count("optimization_barrier") == 0
+        assert str(jax.make_jaxpr(copied)(params, X, Y)).count("optimization_barrier") == 1
+        for a, b in zip(jax.tree.leaves(jax.jit(copied)(params, X, Y)),
+                        jax.tree.leaves(jax.jit(grad)(params, X, Y))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_copied_operand_makes_the_product_plain(flip):
+    """L^T R copies L; (L^T R)^T, the backward pass's form, copies R so that
+    the transposes cancel: the compiled product then reads no transposed
+    operand (XLA:CPU's dot with lhs_contracting_dims={0}, the slow one)."""
+    L = jax.random.normal(jax.random.key(5), (256, 64 if flip else 300))
+    R = jax.random.normal(jax.random.key(6), (256, 300 if flip else 64))
+
+    def f(L, R):
+        out = jax.lax.dot_general(L, R, TN)
+        return out.T if flip else out
+
+    copied = _compile._rewrite_dots(f, small=False, transposed=True)
+    np.testing.assert_allclose(jax.jit(copied)(L, R), jax.jit(f)(L, R), rtol=1e-5, atol=1e-4)
+    jaxpr = jax.make_jaxpr(copied)(L, R).jaxpr
+    barrier = next(e for e in jaxpr.eqns if e.primitive.name == "optimization_barrier")
+    assert barrier.invars[0].aval.shape == (300, 256)            # the wide operand, transposed
+    plain_hlo = jax.jit(f).lower(L, R).compile().as_text()
+    if jax.default_backend() == "cpu" and "lhs_contracting_dims={0}" in plain_hlo:
+        assert "lhs_contracting_dims={0}" not in jax.jit(copied).lower(L, R).compile().as_text()
+
+
+@pytest.mark.parametrize("shape, dtype", [
+    ((255, 512), jnp.float32),      # too few rows
+    ((512, 255), jnp.float32),      # too few columns
+    ((4096, 512), jnp.float32),     # too large: an examples-first data set, slower copied
+    ((256, 256), jnp.int32),        # not a float product
+])
+def test_no_copy_outside_the_measured_shapes(shape, dtype):
+    L = jnp.ones(shape, dtype)
+    R = jnp.ones((shape[0], 8), dtype)
+    f = lambda L, R: jax.lax.dot_general(L, R, TN)
+    text = str(jax.make_jaxpr(_compile._rewrite_dots(f, small=False, transposed=True))(L, R))
+    assert "optimization_barrier" not in text
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the tricks apply on XLA:CPU only")
+def test_wide_fit_with_copies_equals_plain_jax_in_float32(monkeypatch):
+    """fit and make_step on the 16-256-256-4 net, full batch and mini-batch,
+    with the tricks (W2^T copied) and without: the same numbers to float32
+    rounding."""
+    params, X, Y = _wide_problem(jnp.float32)
+    loss = fgd.make_loss(WIDE, "cross_entropy")
+
+    def runs():
+        full = fgd.fit(loss, params, fgd.sgd(0.1), X, Y, epochs=5)
+        mini = fgd.fit(loss, params, fgd.adam(1e-3), X, Y, epochs=3, batch_size=8, key=jax.random.key(7))
+        step = fgd.make_step(loss, fgd.sgd(0.1))(params, fgd.sgd(0.1).init(params), X, Y)
+        return full.params, full.history, mini.params, mini.history, step
+
+    monkeypatch.setenv(_compile.ENV_SWITCH, "1")
+    if not _compile.tricks("cpu").transposed_copies:
+        pytest.skip("this JAX's internals do not take the tricks (its self-test failed)")
+    on = runs()
+    monkeypatch.setenv(_compile.ENV_SWITCH, "0")
+    off = runs()
+    _close(on, off)
 
 
 # --- the mini-batch permutation ------------------------------------------------------

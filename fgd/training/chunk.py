@@ -323,7 +323,7 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
     so they share the history column; rows are then (R, capacity).
     """
     loss_fn = spec.loss_fn()
-    val_fn = spec.tricks.fuse_small_dots(loss_fn) if data.Xv is not None else None
+    val_fn = spec.tricks.rewrite_dots(loss_fn) if data.Xv is not None else None
     epoch_fn = full_batch_epoch if spec.batch_size is None else minibatch_epoch
 
     def epoch(c, h):
@@ -391,9 +391,14 @@ def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: 
     `spec.tricks.compiler_options(False, largest weight)` and its products left as
     products: the small-dot rewrite pays only inside one kernel (3-8-2 net,
     400 examples, full batch, on the per-operation runtime: 10.1 us per
-    epoch as products, 16.3 us with the rewrite)."""
+    epoch as products, 16.3 us with the rewrite). Large transposed-lhs
+    products are computed from a transposed copy (`fgd._compile`) in an
+    unbatched chunk on one device."""
     args = (carry, data, knobs, hparams)
     tricks = spec.tricks
+    if spec.batched or spec.mesh is not None:      # measured on one device's unbatched steps only
+        spec = spec._replace(tricks=tricks._replace(transposed_copies=False))
+        tricks = spec.tricks
     if tricks.one_kernel and spec.mesh is None:
         key = program_key(spec, carry, data, knobs, hparams)
         trace = lambda: jax.make_jaxpr(lambda *a: run_chunk(spec, *a, one_kernel=True))(*args)

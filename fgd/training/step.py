@@ -39,7 +39,7 @@ def train_step(loss: Callable, optimizer: Any, tricks: _compile.Tricks = _compil
         updates, opt_state = call_update(optimizer, grads, opt_state, params, value=value)
         return tree.apply_updates(params, updates), opt_state, value, grads
 
-    return tricks.fuse_small_dots(step)
+    return tricks.rewrite_dots(step)
 
 
 def make_step(loss: Callable, optimizer: Any, *, donate: bool = False, mesh: Any = None) -> Callable:
@@ -75,7 +75,8 @@ def make_step(loss: Callable, optimizer: Any, *, donate: bool = False, mesh: Any
     if not isinstance(donate, (bool, np.bool_)):
         raise TypeError(f"donate must be True or False; got {donate!r}")
     if mesh is not None:
-        step = train_step(loss, optimizer, _compile.tricks(jax.default_backend()))
+        tricks = _compile.tricks(jax.default_backend())._replace(transposed_copies=False)
+        step = train_step(loss, optimizer, tricks)       # copies: measured on one device only
 
         def update(params, opt_state, X, Y):
             params, opt_state, value, _ = step(params, opt_state, X, Y)
