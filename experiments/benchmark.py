@@ -81,6 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fgd
+import fgd._compile
 import fgd.cli
 
 
@@ -240,9 +241,12 @@ def step_products(net: fgd.MLP, X, batch: int) -> Callable:
     shapes and in fit's layout (features x examples): per batch A[l] =
     W[l] A[l-1] forward, dW[l] = dZ[l] A[l-1]^T and dA[l-1] = W[l]^T dZ[l]
     backward (no dA[0]), with W[l] -= 1e-9 dW[l] so that each step reads the
-    last one's weights. No activation, loss, Adam or gather: its time is
+    last one's weights. W2^T dZ2 is computed as fit computes it on XLA:CPU,
+    from a contiguous copy of W2^T (`fgd._compile`'s transposed copies; W3 is
+    too narrow for one). No activation, loss, Adam or gather: its time is
     what XLA's GEMMs take for the step's FLOPs, the most any fit of this
     net could approach."""
+    copy = fgd._compile.tricks(jax.default_backend()).transposed_copies   # as fit decides
     steps = X.shape[1] // batch
     Xb = X[:, :steps * batch].reshape(X.shape[0], steps, batch).transpose(1, 0, 2)
     Ws = [0.01 * jnp.ones((b, a), X.dtype) for a, b in zip(net.sizes[:-1], net.sizes[1:])]
@@ -255,7 +259,8 @@ def step_products(net: fgd.MLP, X, batch: int) -> Callable:
         for i in reversed(range(len(Ws))):
             grads.append(d @ acts[i].T)
             if i:
-                d = Ws[i].T @ d
+                wide = copy and min(Ws[i].shape) >= 256
+                d = (jax.lax.optimization_barrier(Ws[i].T) if wide else Ws[i].T) @ d
         return [W - 1e-9 * g for W, g in zip(Ws, reversed(grads))], None
 
     epoch = jax.jit(lambda Ws, Xb: jax.lax.scan(one, Ws, Xb)[0])
