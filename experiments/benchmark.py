@@ -33,7 +33,8 @@ contender (compilation included for fgd) is printed as "cold".
   with the fits) / (training FLOPs per sample: forward 2P, weight gradients
   2P, input gradients 2(P - 784*512), P the number of weights).
   "GEMMs alone" is an epoch of just those matrix products at
-  the step's shapes (batches of 256, fit's layout) in one jitted scan: how
+  the step's shapes (batches of 256, fit's layout, W2^T dZ from a
+  transposed copy as fit computes it on XLA:CPU) in one jitted scan: how
   near the roofline XLA's GEMMs themselves come at these shapes, the
   ceiling for any fit of this net (printed, no target).
 - sweep: 64 random starts of the tiny network in one fgd.sweep call vs 64
