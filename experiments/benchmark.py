@@ -242,12 +242,15 @@ def step_products(net: fgd.MLP, X, batch: int) -> Callable:
     shapes and in fit's layout (features x examples): per batch A[l] =
     W[l] A[l-1] forward, dW[l] = dZ[l] A[l-1]^T and dA[l-1] = W[l]^T dZ[l]
     backward (no dA[0]), with W[l] -= 1e-9 dW[l] so that each step reads the
-    last one's weights. W2^T dZ2 is computed as fit computes it on XLA:CPU,
-    from a contiguous copy of W2^T (`fgd._compile`'s transposed copies; W3 is
-    too narrow for one). No activation, loss, Adam or gather: its time is
-    what XLA's GEMMs take for the step's FLOPs, the most any fit of this
-    net could approach."""
-    copy = fgd._compile.tricks(jax.default_backend()).transposed_copies   # as fit decides
+    last one's weights. Its products go through the same rewrite as fit's
+    step (`fgd._compile`'s transposed copies, on where fit has them: on
+    XLA:CPU W2^T dZ2 comes from a contiguous copy of W2^T; W3 is too narrow
+    for one). No activation, loss, Adam or gather: its time is what XLA's
+    GEMMs take for the step's FLOPs, the most any fit of this net could
+    approach."""
+    tricks = fgd._compile.tricks(jax.default_backend())
+    tricks = tricks._replace(small_dots=False)       # fit's chunks of this size have none
+    tn = (((0,), (0,)), ((), ()))                   # W^T d: both contracted over axis 0
     steps = X.shape[1] // batch
     Xb = X[:, :steps * batch].reshape(X.shape[0], steps, batch).transpose(1, 0, 2)
     Ws = [0.01 * jnp.ones((b, a), X.dtype) for a, b in zip(net.sizes[:-1], net.sizes[1:])]
@@ -260,11 +263,10 @@ def step_products(net: fgd.MLP, X, batch: int) -> Callable:
         for i in reversed(range(len(Ws))):
             grads.append(d @ acts[i].T)
             if i:
-                wide = copy and min(Ws[i].shape) >= 256
-                d = (jax.lax.optimization_barrier(Ws[i].T) if wide else Ws[i].T) @ d
+                d = jax.lax.dot_general(Ws[i], d, tn)
         return [W - 1e-9 * g for W, g in zip(Ws, reversed(grads))], None
 
-    epoch = jax.jit(lambda Ws, Xb: jax.lax.scan(one, Ws, Xb)[0])
+    epoch = jax.jit(lambda Ws, Xb: jax.lax.scan(tricks.rewrite_dots(one), Ws, Xb)[0])
     return lambda: block(epoch(Ws, Xb))
 
 
