@@ -228,7 +228,8 @@ def full_batch_epoch(spec: Spec, step, val_fn, c: Carry, data: Data, knobs: Knob
     go = code == 0
     keep = tree.tree_where(code == PATIENCE, best[0], c.params) if spec.patience else c.params
     new_params, new_state = tree.tree_where(go, (params, state), (keep, c.opt_state))
-    carry = Carry(c.epoch + 1, c.updates + go.astype(jnp.int32), code, new_params, new_state, best,
+    # c.updates stays as it is: `run_chunk` counts a full-batch chunk's updates after its loop
+    carry = Carry(c.epoch + 1, c.updates, code, new_params, new_state, best,
                   _lowest(spec, c.low, value), c.bad_batch)
     diag = diagnostics.measure(spec, spec.loss_fn(), c.params, lambda: grads,
                                lambda: jax.tree.map(jnp.subtract, params, c.params),
@@ -356,8 +357,24 @@ def run_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any =
     # active runs are at epoch knobs.start when the chunk starts, and move together
     state = (carry, rows, jnp.int32(0), jnp.any(active(carry)))
     loop = lambda state: jax.lax.while_loop(lambda state: state[3], body, state)
+    start = carry
     carry, rows, _, _ = spec.tricks.loop(loop, state) if one_kernel else loop(state)
+    if spec.batch_size is None:
+        carry = carry._replace(updates=_full_batch_updates(start, carry))
     return carry, rows
+
+
+def _full_batch_updates(start: Carry, end: Carry) -> Array:
+    """The update count after a full-batch chunk: one update an epoch, but
+    none in the epoch a rule stopped (`full_batch_epoch` keeps its params).
+    Counted once here rather than carried through every epoch, which on
+    XLA:CPU's per-operation runtime is one operation fewer an epoch (20
+    examples x 64 tanh units, 1 hidden layer, sse: 9.0-9.8 -> 7.9-8.0 us
+    an epoch). It adds to the loop's own (unchanged) count, not the start's:
+    XLA:CPU fails to compile a one-kernel loop that carries a value it
+    never changes when that output is then left unused."""
+    stopped = (end.stop != 0) & (start.stop == 0)
+    return end.updates + (end.epoch - start.epoch) - stopped.astype(end.updates.dtype)
 
 
 #: The compiled chunk, cached by jax.jit on (spec, shapes and dtypes). The
