@@ -20,7 +20,10 @@ never the formulas:
 - XLA:CPU compiler options (`CPU_OPTIONS`, `REGION_OPTIONS`, `ONE_KERNEL_OPTIONS`);
 - the mini-batch order `jax.random.permutation(key, m)` computed with
   single-array sorts instead of XLA:CPU's slow key-value sort, to the same
-  numbers (`_permutation`).
+  numbers (`_permutation`);
+- long chunks: training chunks of programs with large temporaries run
+  longer than the usual second, since each XLA:CPU call page-faults its
+  temporaries in afresh (`Tricks.chunk_seconds`).
 
 They were measured to help on XLA:CPU only, so they apply only there. The one
 entry point is `tricks(platform)`: it returns the `Tricks` to use, all off on
@@ -29,7 +32,8 @@ other backends, when an internal API they need is missing from this JAX
 set. With every trick off, each `Tricks` method is plain public JAX:
 `rewrite_dots(fn)` is `fn`, `batched(fn, runs)` is
 `jax.vmap(fn, -1, -1)`, `loop(fn, state)` is `fn(state)`, `permutation`
-is `jax.random.permutation`, and `compiler_options` is None.
+is `jax.random.permutation`, `compiler_options` is None, and
+`chunk_seconds(seconds, n)` is `seconds`.
 """
 from __future__ import annotations
 
@@ -330,6 +334,22 @@ REGION_MIN = 1 << 16
 ONE_KERNEL_OPTIONS = {**CPU_OPTIONS, "xla_cpu_experimental_ynn_fusion_type": ""}
 
 
+#: XLA:CPU allocates a program's temporaries on every call, and the C library
+#: maps large blocks (above its 32 MiB mmap threshold) afresh each time, so a
+#: call first pays a page fault per 4 KiB page of them: 0.31-0.33 ms per MiB
+#: measured here (2-core KVM guest, 4 KiB pages). A 40,000-example
+#: full-batch epoch of a 16-512-4 tanh net (157 MiB of temporaries) took 100
+#: ms as a call of its own and 47.6 ms inside a call of 30 epochs;
+#: 16-512-512-512-4 (314 MiB) 873 ms and 776 ms; programs with 16-20 MiB of
+#: temporaries paid 0.4-0.9 ms a call. `Tricks.chunk_seconds` lengthens the
+#: chunks of programs of at least `FAULT_MIN_BYTES` until a call's faults are at
+#: most `CALL_SHARE` of it, up to `MAX_CHUNK_SECONDS`.
+FAULT_SECONDS_PER_BYTE = 0.33e-3 / 2**20
+FAULT_MIN_BYTES = 1 << 26
+CALL_SHARE = 0.02
+MAX_CHUNK_SECONDS = 8.0
+
+
 def is_one_kernel(jaxpr) -> bool:
     """Whether `as_one_kernel` marked a loop of `jaxpr` (or of a jaxpr inside
     it): whether it holds the jitted call `one_kernel_loop`."""
@@ -526,6 +546,7 @@ class Tricks(NamedTuple):
     cpu_options: bool = False
     permutation_sort: bool = False
     transposed_copies: bool = False
+    long_chunks: bool = False
 
     def rewrite_dots(self, fn: Callable) -> Callable:
         """`fn` with its small matrix products as multiply + sum and its large
@@ -558,6 +579,16 @@ class Tricks(NamedTuple):
             return ONE_KERNEL_OPTIONS
         return {**CPU_OPTIONS, **REGION_OPTIONS} if largest_weight >= REGION_MIN else CPU_OPTIONS
 
+    def chunk_seconds(self, seconds: float, temp_bytes: int) -> float:
+        """How long a training chunk should aim to run, given the usual
+        `seconds` and the bytes of temporaries its program allocates per
+        call: with `long_chunks`, long enough that the call's page faults are
+        at most `CALL_SHARE` of it (a program of 157 MiB: 2.6 s), at most
+        `MAX_CHUNK_SECONDS`."""
+        if not self.long_chunks or temp_bytes < FAULT_MIN_BYTES:
+            return seconds
+        return max(seconds, min(MAX_CHUNK_SECONDS, temp_bytes * FAULT_SECONDS_PER_BYTE / CALL_SHARE))
+
 
 NONE = Tricks()
 
@@ -576,7 +607,8 @@ def tricks(platform: str, *, shuffles: bool = False) -> Tricks:
         return NONE
     options = _cpu_options_supported()
     return Tricks(small_dots=True, one_kernel=options, batch_last=True, cpu_options=options,
-                  permutation_sort=shuffles and _permutation_matches(), transposed_copies=True)
+                  permutation_sort=shuffles and _permutation_matches(), transposed_copies=True,
+                  long_chunks=True)
 
 
 _SELF_TEST = _cache.LRU("compile_tricks_self_test", 1)

@@ -116,11 +116,12 @@ def test_tensorboard_logger_writes_scalars_tensorboard_reads(tmp_path):
 
 # --- how the driver cuts a run into chunks ---------------------------------------------------
 def _fake_chunks(monkeypatch, epochs: int, rate: float, capacity: int = 1000,
-                 time_limit=None) -> list:
+                 time_limit=None, chunk_seconds: float = 0.0) -> list:
     """The (start, end) epochs of each chunk `drive` asks for, from a chunk
     runner that does no device work but moves the driver's clock on by
     `rate` epochs per second, a rate the driver also remembers from before
-    (so the first chunk is sized by it too), with 1 s chunks."""
+    (so the first chunk is sized by it too), with 1 s chunks unless
+    `chunk_seconds` says otherwise."""
     import types
 
     from fgd.training import driver
@@ -141,7 +142,8 @@ def _fake_chunks(monkeypatch, epochs: int, rate: float, capacity: int = 1000,
     carry = Carry(np.int32(0), np.int32(0), np.int32(0), None, None, None)
     knobs = Knobs(*(np.int32(0),) * 5)
     out = driver.drive(run, carry, knobs, epochs=epochs, capacity=capacity, time_limit=time_limit,
-                       progress=False, replay=False, rate_key="fake program")
+                       progress=False, replay=False, rate_key="fake program",
+                       chunk_seconds=chunk_seconds)
     assert out.history["loss"].shape == (epochs,)
     return asked
 
@@ -160,3 +162,10 @@ def test_the_tail_rule_keeps_the_capacity_and_the_time_limit(monkeypatch):
     and with a time limit the chunks are cut at the time left, tail or not."""
     assert _fake_chunks(monkeypatch, 10, 4.0, capacity=5) == [(0, 4), (4, 8), (8, 10)]
     assert _fake_chunks(monkeypatch, 10, 4.0, time_limit=60.0) == [(0, 4), (4, 8), (8, 10)]
+
+
+def test_chunk_seconds_sets_the_chunks_aim(monkeypatch):
+    """At 4 epochs/s, chunks aimed at 2.5 s hold 10 epochs (25 epochs: 10 +
+    15, the last 5 being half a chunk)."""
+    assert _fake_chunks(monkeypatch, 25, 4.0, chunk_seconds=2.5) == [(0, 10), (10, 25)]
+    assert _fake_chunks(monkeypatch, 30, 4.0, chunk_seconds=2.5) == [(0, 10), (10, 20), (20, 30)]

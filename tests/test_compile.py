@@ -203,6 +203,60 @@ def test_wide_fit_with_copies_equals_plain_jax_in_float32(monkeypatch):
     _close(on, off)
 
 
+
+# --- long chunks for programs with large temporaries ----------------------------------
+def test_chunk_seconds_closed_form():
+    """2% of a chunk for the call's page faults at 0.33 ms per MiB: 157 MiB
+    of temporaries -> 157 x 0.33e-3 / 0.02 = 2.59 s; below 64 MiB, or with
+    the trick off, the usual second; never more than 8 s."""
+    on = _compile.NONE._replace(long_chunks=True)
+    mib = 2 ** 20
+    assert on.chunk_seconds(1.0, 157 * mib) == pytest.approx(157 * 0.33e-3 / 0.02)
+    assert on.chunk_seconds(1.0, 63 * mib) == 1.0
+    assert on.chunk_seconds(1.0, 64 * mib) == pytest.approx(1.056)   # from 64 MiB on
+    assert on.chunk_seconds(1.0, 100 * 1024 * mib) == _compile.MAX_CHUNK_SECONDS
+    assert on.chunk_seconds(3.0, 157 * mib) == 3.0                 # never shorter than asked
+    assert _compile.NONE.chunk_seconds(1.0, 157 * mib) == 1.0
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the tricks apply on XLA:CPU only")
+def test_fit_aims_its_chunks_by_the_programs_temporaries(monkeypatch):
+    """fit hands the driver `chunk_seconds(1 s, temp_bytes)`, where the
+    compiled chunk's temporaries hold at least its hidden activations (a
+    64 x 4,000 float32 A[1]: 1 MB); with the tricks off, 1 s."""
+    from fgd.training import chunk, driver
+
+    net = fgd.MLP((16, 64, 4), hidden="tanh", output="identity")
+    X = np.random.default_rng(0).standard_normal((16, 4000), dtype=np.float32)
+    Y = np.random.default_rng(1).standard_normal((4, 4000), dtype=np.float32)
+    params = net.init(jax.random.key(0), "xavier", dtype=jnp.float32)
+    seen = {}
+    real_drive, real_temps = driver.drive, chunk.temp_bytes
+
+    def spy_drive(*args, **kwargs):
+        seen["seconds"] = kwargs["chunk_seconds"]
+        return real_drive(*args, **kwargs)
+
+    def spy_temps(*args):
+        seen["temps"] = real_temps(*args)
+        return seen["temps"]
+
+    monkeypatch.setattr(driver, "drive", spy_drive)
+    monkeypatch.setattr(chunk, "temp_bytes", spy_temps)
+    monkeypatch.setattr(_compile, "FAULT_MIN_BYTES", 0)           # count this small program as large
+    monkeypatch.setattr(_compile, "FAULT_SECONDS_PER_BYTE", 1e-6)   # and its faults as dear
+    monkeypatch.setenv(_compile.ENV_SWITCH, "1")
+    if not _compile.tricks("cpu").long_chunks:
+        pytest.skip("this JAX's internals do not take the tricks (its self-test failed)")
+    result = fgd.fit(fgd.make_loss(net, "sse"), params, fgd.sgd(1e-4), X, Y, epochs=2)
+    assert result.epochs == 2
+    assert seen["temps"] >= 64 * 4000 * 4
+    assert seen["seconds"] == min(_compile.MAX_CHUNK_SECONDS, max(1.0, seen["temps"] * 1e-6 / 0.02))
+    seen.clear()
+    monkeypatch.setenv(_compile.ENV_SWITCH, "0")
+    fgd.fit(fgd.make_loss(net, "sse"), params, fgd.sgd(1e-4), X, Y, epochs=2)
+    assert seen == {"seconds": 1.0}
+
 # --- the mini-batch permutation ------------------------------------------------------
 @pytest.mark.parametrize("m", [1, 2, 20, 401, 5000, 70_000])
 def test_permutation_trick_is_jax_random_permutation(m):

@@ -400,6 +400,24 @@ def program_key(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any
     return spec, treedef, tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in leaves)
 
 
+def _program(spec: Spec, args: tuple) -> tuple:
+    """(the jitted `run_chunk`, the spec it runs, `one_kernel`) for these
+    arguments: see `compiled_chunk`."""
+    carry = args[0]
+    tricks = spec.tricks
+    if spec.batched or spec.mesh is not None:      # measured on one device's unbatched steps only
+        spec = spec._replace(tricks=tricks._replace(transposed_copies=False))
+        tricks = spec.tricks
+    if tricks.one_kernel and spec.mesh is None:
+        key = program_key(spec, *args)
+        trace = lambda: jax.make_jaxpr(lambda *a: run_chunk(spec, *a, one_kernel=True))(*args)
+        if _ONE_KERNEL.get(key, lambda: _compile.is_one_kernel(trace().jaxpr)):
+            return _jitted(tricks.compiler_options(True)), spec, True
+        spec = spec._replace(tricks=tricks._replace(small_dots=False))
+    largest = max((math.prod(np.shape(w)) for w in jax.tree.leaves(carry.params)), default=0)
+    return _jitted(tricks.compiler_options(False, largest)), spec, False
+
+
 def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None):
     """`run_chunk`, jitted (spec static). With `spec.tricks.one_kernel` and no
     mesh, a chunk whose loop can be one kernel is compiled so, with the
@@ -412,18 +430,29 @@ def compiled_chunk(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: 
     products are computed from a transposed copy (`fgd._compile`) in an
     unbatched chunk on one device."""
     args = (carry, data, knobs, hparams)
-    tricks = spec.tricks
-    if spec.batched or spec.mesh is not None:      # measured on one device's unbatched steps only
-        spec = spec._replace(tricks=tricks._replace(transposed_copies=False))
-        tricks = spec.tricks
-    if tricks.one_kernel and spec.mesh is None:
-        key = program_key(spec, carry, data, knobs, hparams)
-        trace = lambda: jax.make_jaxpr(lambda *a: run_chunk(spec, *a, one_kernel=True))(*args)
-        if _ONE_KERNEL.get(key, lambda: _compile.is_one_kernel(trace().jaxpr)):
-            return _jitted(tricks.compiler_options(True))(spec, *args, one_kernel=True)
-        spec = spec._replace(tricks=tricks._replace(small_dots=False))
-    largest = max((math.prod(np.shape(w)) for w in jax.tree.leaves(carry.params)), default=0)
-    return _jitted(tricks.compiler_options(False, largest))(spec, *args, one_kernel=False)
+    fn, spec, one_kernel = _program(spec, args)
+    return fn(spec, *args, one_kernel=one_kernel)
+
+
+#: program key -> bytes of temporaries its compiled chunk allocates per call
+_TEMPS = _cache.LRU("chunk_temporaries", 256)
+
+
+def temp_bytes(spec: Spec, carry: Carry, data: Data, knobs: Knobs, hparams: Any = None) -> int:
+    """The bytes of temporaries the compiled chunk of these arguments
+    allocates per call (0 where the backend does not say). Compiles the
+    chunk if it has not been (`compiled_chunk` then reuses it)."""
+    args = (carry, data, knobs, hparams)
+
+    def measure() -> int:
+        fn, run_spec, one_kernel = _program(spec, args)
+        try:
+            analysis = fn.lower(run_spec, *args, one_kernel=one_kernel).compile().memory_analysis()
+        except NotImplementedError:               # pragma: no cover - backends without one
+            return 0
+        return int(getattr(analysis, "temp_size_in_bytes", 0) or 0)
+
+    return _TEMPS.get(program_key(spec, *args), measure)
 
 
 def host(value: Any, dtype: Any) -> Array:

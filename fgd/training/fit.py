@@ -394,12 +394,15 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         carry = carry if saver is None else saver.start(carry)
         # the optimizer's numbers are traced: a new rate never recompiles
         run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs, setup.hparams)
+        program = (setup.spec, carry, setup.data, setup.knobs, setup.hparams)
+        seconds = driver.CHUNK_SECONDS
+        if setup.spec.tricks.long_chunks:        # XLA:CPU: calls that page-fault large temporaries
+            seconds = setup.spec.tricks.chunk_seconds(seconds, chunk.temp_bytes(*program))
         try:
             out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
                                time_limit=time_limit, progress=progress, replay=batch_size is None,
-                               saver=saver, callbacks=callbacks,
-                               rate_key=chunk.program_key(setup.spec, carry, setup.data,
-                                                          setup.knobs, setup.hparams))
+                               saver=saver, callbacks=callbacks, chunk_seconds=seconds,
+                               rate_key=chunk.program_key(*program))
         finally:
             close_all(callbacks)
         out = out if saver is None else saver.complete(out, run, setup.knobs, replay=batch_size is None)
