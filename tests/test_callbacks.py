@@ -116,7 +116,7 @@ def test_tensorboard_logger_writes_scalars_tensorboard_reads(tmp_path):
 
 # --- how the driver cuts a run into chunks ---------------------------------------------------
 def _fake_chunks(monkeypatch, epochs: int, rate: float, capacity: int = 1000,
-                 time_limit=None, chunk_seconds: float = 0.0) -> list:
+                 time_limit=None, chunk_seconds=None) -> list:
     """The (start, end) epochs of each chunk `drive` asks for, from a chunk
     runner that does no device work but moves the driver's clock on by
     `rate` epochs per second, a rate the driver also remembers from before
@@ -143,7 +143,7 @@ def _fake_chunks(monkeypatch, epochs: int, rate: float, capacity: int = 1000,
     knobs = Knobs(*(np.int32(0),) * 5)
     out = driver.drive(run, carry, knobs, epochs=epochs, capacity=capacity, time_limit=time_limit,
                        progress=False, replay=False, rate_key="fake program",
-                       chunk_seconds=chunk_seconds)
+                       chunk_seconds=chunk_seconds and (lambda: chunk_seconds))
     assert out.history["loss"].shape == (epochs,)
     return asked
 

@@ -57,7 +57,7 @@ _RATES = _cache.LRU("epoch_rates", 256)
 def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: int,
           time_limit: Optional[float], progress: Optional[bool], replay: bool,
           desc: str = "fit", saver: Any = None, cancel: Any = None, callbacks: tuple = (),
-          rate_key: Any = None, chunk_seconds: float = 0.0) -> Run:
+          rate_key: Any = None, chunk_seconds: Optional[Callable[[], float]] = None) -> Run:
     """Call `run(carry, knobs) -> (carry, rows)` chunk after chunk, from the
     carry's epoch on. A `saver` (`fgd.resume.Saver`) cuts chunks at checkpoint
     epochs and saves the state after them. A set `cancel` (a
@@ -65,8 +65,10 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     `callbacks` (`fgd.training.callbacks`, one run only) is called as
     `cb(range(first, end), rows)` after each chunk.
 
-    Chunks aim at about `chunk_seconds` each (`CHUNK_SECONDS` if 0; or what
-    is left of `time_limit`), at most `capacity` epochs, so the progress bar moves, the
+    Chunks aim at about `chunk_seconds()` each (`CHUNK_SECONDS` without it;
+    asked once, when a chunk is first sized by a rate, so after the first
+    chunk has compiled the program unless it ran before; or what is left of
+    `time_limit`), at most `capacity` epochs, so the progress bar moves, the
     time limit is kept and Ctrl-C is answered within about that long. The
     first chunk is one epoch, unless `rate_key` (hashable: the compiled
     program and its shapes) names a program that ran before, whose epoch
@@ -90,8 +92,13 @@ def drive(run: Callable, carry: Carry, knobs: Knobs, *, epochs: int, capacity: i
     inputs: list = []
     epoch_now, stops = jax.device_get((carry.epoch, carry.stop))
     done = int(np.max(epoch_now))                       # > 0 when resumed
-    aim = chunk_seconds or CHUNK_SECONDS
-    budget = lambda now: aim if time_limit is None else min(aim, time_limit - (now - t0))
+    aims: list = []
+
+    def budget(now: float) -> float:
+        if not aims:
+            aims.append(CHUNK_SECONDS if chunk_seconds is None else chunk_seconds())
+        return aims[0] if time_limit is None else min(aims[0], time_limit - (now - t0))
+
     known = None if rate_key is None else _RATES.peek(rate_key)
     n = 1 if known is None else int(min(capacity, max(1, known * budget(t0))))
     timed_out = False

@@ -395,9 +395,10 @@ def fit(loss: Callable, params: Params, opt: Any, X: Any, Y: Any, epochs: int = 
         # the optimizer's numbers are traced: a new rate never recompiles
         run = lambda c, knobs: chunk.compiled_chunk(setup.spec, c, setup.data, knobs, setup.hparams)
         program = (setup.spec, carry, setup.data, setup.knobs, setup.hparams)
-        seconds = driver.CHUNK_SECONDS
-        if setup.spec.tricks.long_chunks:        # XLA:CPU: calls that page-fault large temporaries
-            seconds = setup.spec.tricks.chunk_seconds(seconds, chunk.temp_bytes(*program))
+        seconds = None                          # XLA:CPU: calls that page-fault large temporaries
+        if setup.spec.tricks.long_chunks:
+            seconds = lambda: setup.spec.tricks.chunk_seconds(driver.CHUNK_SECONDS,
+                                                              chunk.temp_bytes(*program))
         try:
             out = driver.drive(run, carry, setup.knobs, epochs=epochs, capacity=setup.spec.capacity,
                                time_limit=time_limit, progress=progress, replay=batch_size is None,
