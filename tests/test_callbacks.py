@@ -121,7 +121,7 @@ def _fake_chunks(monkeypatch, epochs: int, rate: float, capacity: int = 1000,
     runner that does no device work but moves the driver's clock on by
     `rate` epochs per second, a rate the driver also remembers from before
     (so the first chunk is sized by it too), with 1 s chunks unless
-    `chunk_seconds` says otherwise."""
+    `chunk_seconds` (the driver's callable aim) says otherwise."""
     import types
 
     from fgd.training import driver
@@ -143,7 +143,7 @@ def _fake_chunks(monkeypatch, epochs: int, rate: float, capacity: int = 1000,
     knobs = Knobs(*(np.int32(0),) * 5)
     out = driver.drive(run, carry, knobs, epochs=epochs, capacity=capacity, time_limit=time_limit,
                        progress=False, replay=False, rate_key="fake program",
-                       chunk_seconds=chunk_seconds and (lambda: chunk_seconds))
+                       chunk_seconds=chunk_seconds)
     assert out.history["loss"].shape == (epochs,)
     return asked
 
@@ -167,5 +167,6 @@ def test_the_tail_rule_keeps_the_capacity_and_the_time_limit(monkeypatch):
 def test_chunk_seconds_sets_the_chunks_aim(monkeypatch):
     """At 4 epochs/s, chunks aimed at 2.5 s hold 10 epochs (25 epochs: 10 +
     15, the last 5 being half a chunk)."""
-    assert _fake_chunks(monkeypatch, 25, 4.0, chunk_seconds=2.5) == [(0, 10), (10, 25)]
-    assert _fake_chunks(monkeypatch, 30, 4.0, chunk_seconds=2.5) == [(0, 10), (10, 20), (20, 30)]
+    aim = lambda: 2.5
+    assert _fake_chunks(monkeypatch, 25, 4.0, chunk_seconds=aim) == [(0, 10), (10, 25)]
+    assert _fake_chunks(monkeypatch, 30, 4.0, chunk_seconds=aim) == [(0, 10), (10, 20), (20, 30)]
